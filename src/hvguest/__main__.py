@@ -1,0 +1,5 @@
+"""`python -m hvguest` is `hvguest`."""
+
+from hvguest.daemon.cli import main
+
+raise SystemExit(main())

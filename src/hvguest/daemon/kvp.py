@@ -1,0 +1,66 @@
+"""Wires the KVP service to its Linux adapters and the event loop.
+
+The process equivalent of main() in tools/hv/hv_kvp_daemon.c.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from hvguest.config import Config
+from hvguest.daemon.loop import ChannelRunner
+from hvguest.linux.ifconfig import ScriptIpConfigurator
+from hvguest.linux.netinfo import LinuxNetInfo
+from hvguest.linux.osinfo import LinuxOsInfo
+from hvguest.linux.pools import LinuxPoolStore
+from hvguest.protocol.channel import KernelVersion
+from hvguest.protocol.kvp import KvpCodec, KvpReply, KvpRequest
+from hvguest.services.kvp import KvpService
+
+#: Read buffer: larger than any KVP message, so an oversized one is read whole
+#: and answered HV_E_FAIL instead of failing every read with EINVAL.
+KVP_READ_SIZE: Final = 16384
+
+log = logging.getLogger("hvguest.kvp")
+
+
+def build_kvp_service(config: Config) -> tuple[KvpService, LinuxOsInfo]:
+    """The service with its real adapters (the OS info owns a resolver thread)."""
+    kvp = config.kvp
+    pools = LinuxPoolStore(kvp.state_dir, file_mode=kvp.pool_file_mode, fsync=kvp.fsync)
+    net = LinuxNetInfo(sys_root=config.paths.sys, etc_root=config.paths.etc, run_root=config.paths.run)
+    os_info = LinuxOsInfo(etc_root=config.paths.etc)
+    configurator = (
+        ScriptIpConfigurator(
+            kvp.state_dir, kvp.set_ifconfig or None, timeout=kvp.set_ifconfig_timeout
+        )
+        if kvp.ip_injection
+        else None
+    )
+    service = KvpService(
+        pools,
+        net,
+        os_info,
+        configurator,
+        exclude_nics=kvp.exclude_nics,
+        warn=log.warning,
+    )
+    return service, os_info
+
+
+def kvp_runner(config: Config, service: KvpService) -> ChannelRunner[KvpRequest, KvpReply]:
+    """The channel runner serving ``service`` on the configured device."""
+
+    def on_version(version: KernelVersion) -> None:
+        service.kernel_version = version.text
+
+    return ChannelRunner(
+        name="kvp",
+        device_path=config.kvp.device,
+        codec=KvpCodec(),
+        handle=service.handle,
+        read_size=KVP_READ_SIZE,
+        log=log,
+        on_version=on_version,
+    )

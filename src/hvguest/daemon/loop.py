@@ -1,0 +1,301 @@
+"""The event loop: one selectors loop over the service channels of a process.
+
+Replaces the poll()/read()/write() loops and reopen_*_fd() of
+tools/hv/hv_{kvp,vss}_daemon.c. The loop is the only place with waiting,
+signals and reconnects:
+
+- a missing device is waited for (it appears when the host offers the
+  service), with capped backoff and one log line, never a spin or an exit;
+- any I/O error on a device (EBADF after rescind, EINVAL for a late reply,
+  a short read or write, hangup) closes it and reopens and re-registers after
+  a backoff; the process never exits on an I/O error;
+- a request that does not decode is answered with the codec's failure status
+  and one log line; a handler's OperationFailed is answered with its status;
+  any other exception is logged with its traceback and answered HV_E_FAIL.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final, Generic, TypeVar
+
+from hvguest.abi.constants import HvStatus
+from hvguest.errors import OperationFailed, WireError
+from hvguest.linux.device import Device, open_device
+from hvguest.protocol.channel import Channel, Codec, KernelVersion, Malformed
+
+Req = TypeVar("Req")
+Rep = TypeVar("Rep")
+
+#: Reopen backoff: first delay, growth factor and cap (seconds).
+BACKOFF_FIRST: Final = 0.05
+BACKOFF_CAP: Final = 2.0
+
+
+@dataclass
+class _Backoff:
+    delay: float = 0.0
+
+    def next_delay(self) -> float:
+        self.delay = BACKOFF_FIRST if self.delay == 0 else min(self.delay * 2, BACKOFF_CAP)
+        return self.delay
+
+    def reset(self) -> None:
+        self.delay = 0.0
+
+
+@dataclass
+class ChannelRunner(Generic[Req, Rep]):
+    """One device, its channel and the handler that answers its requests."""
+
+    name: str
+    device_path: Path
+    codec: Codec[Req, Rep]
+    handle: Callable[[Req], Rep]
+    read_size: int
+    log: logging.Logger
+    on_version: Callable[[KernelVersion], None] = lambda _version: None
+    #: Called after the device is closed, before any reopen (VSS thaws here).
+    on_reset: Callable[[], None] = lambda: None
+    opener: Callable[[Path], Device] = open_device
+    channel: Channel[Req, Rep] = field(init=False)
+    device: Device | None = field(default=None, init=False)
+    retry_at: float = field(default=0.0, init=False)
+    registered: bool = field(default=False, init=False)
+    _backoff: _Backoff = field(default_factory=_Backoff, init=False)
+    _waiting_logged: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = Channel(self.codec)
+
+    # -- connection management ---------------------------------------------------
+
+    def try_open(self, now: float) -> bool:
+        """Open and register; on failure schedule the next attempt."""
+        try:
+            device = self.opener(self.device_path)
+        except FileNotFoundError:
+            if not self._waiting_logged:
+                self.log.info("%s: waiting for %s to appear", self.name, self.device_path)
+                self._waiting_logged = True
+            self._schedule_retry(now)
+            return False
+        except OSError as error:
+            self.log.warning(
+                "%s: cannot open %s: %s", self.name, self.device_path, _describe(error)
+            )
+            self._schedule_retry(now)
+            return False
+        self._waiting_logged = False
+        self.channel.reset()
+        try:
+            device.write(self.channel.registration())
+        except OSError as error:
+            self.log.warning("%s: registration write failed: %s", self.name, _describe(error))
+            device.close()
+            self._schedule_retry(now)
+            return False
+        self.device = device
+        return True
+
+    def close(self, now: float, reason: str | None) -> None:
+        """Close the device (the kernel fails any request in flight) and plan a reopen."""
+        if self.device is not None:
+            if reason:
+                self.log.warning("%s: %s; reopening %s", self.name, reason, self.device_path)
+            self.device.close()
+            self.device = None
+        self.registered = False
+        self.channel.reset()
+        self.on_reset()
+        self._schedule_retry(now)
+
+    def _schedule_retry(self, now: float) -> None:
+        self.retry_at = now + self._backoff.next_delay()
+
+    # -- one message ---------------------------------------------------------------
+
+    def service_one(self, now: float) -> None:
+        """Read one message and answer it; I/O problems close the device."""
+        device = self.device
+        assert device is not None
+        try:
+            datagram = device.read(self.read_size)
+        except InterruptedError:
+            return
+        except OSError as error:
+            self.close(now, f"read failed: {_describe(error)}")
+            return
+        if not datagram:
+            self.close(now, "read returned no data")
+            return
+        try:
+            event = self.channel.receive(datagram)
+        except WireError as error:
+            self.close(now, f"bad registration answer: {error}")
+            return
+        if isinstance(event, KernelVersion):
+            self.registered = True
+            self._backoff.reset()
+            self.log.info("%s: registered; kernel version %s", self.name, event.text)
+            self.on_version(event)
+            return
+        if isinstance(event, Malformed):
+            self.log.warning(
+                "%s: malformed message (%d bytes): %s; answering 0x%08X",
+                self.name,
+                len(datagram),
+                event.error,
+                event.error.status,
+            )
+            self._write(self.channel.reply_failure(event.error.status), now)
+            return
+        self._write(self._answer(event), now)
+
+    def _answer(self, request: Req) -> bytes:
+        try:
+            reply = self.handle(request)
+        except OperationFailed as failure:
+            self.log.warning("%s: %s (answering 0x%08X)", self.name, failure, failure.status)
+            return self.channel.reply_failure(failure.status)
+        except Exception:
+            self.log.exception("%s: unexpected error handling %r", self.name, request)
+            return self.channel.reply_failure(HvStatus.E_FAIL)
+        return self.channel.reply(reply)
+
+    def _write(self, data: bytes, now: float) -> None:
+        assert self.device is not None
+        try:
+            written = self.device.write(data)
+        except OSError as error:
+            self.close(now, f"write failed: {_describe(error)}")
+            return
+        if written != len(data):
+            self.close(now, f"short write ({written} of {len(data)} bytes)")
+
+
+def _describe(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno or 0, str(error.errno))
+    return f"{name} ({error.strerror})" if error.strerror else name
+
+
+class EventLoop:
+    """Runs channel runners until SIGTERM/SIGINT (or ``stop()``)."""
+
+    def __init__(
+        self,
+        runners: Sequence[ChannelRunner[Any, Any]],
+        *,
+        on_ready: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._runners = list(runners)
+        self._on_ready = on_ready
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._stopping = False
+        self._ready_sent = False
+        self._watched: dict[int, tuple[Device, int]] = {}
+        self.stop_signal: int | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish (thread- and signal-safe)."""
+        self._stopping = True
+        try:
+            self._wake_write.send(b"x")
+        except OSError:
+            pass
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop the loop cleanly; the wakeup fd ends select() at once."""
+        signal.set_wakeup_fd(self._wake_write.fileno(), warn_on_full_buffer=False)
+
+        def _handler(signum: int, _frame: FrameType | None) -> None:
+            self.stop_signal = signum
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, _handler)
+        signal.signal(signal.SIGINT, _handler)
+
+    def run(self) -> None:
+        """Serve until stopped; closes every device on the way out."""
+        try:
+            while not self._stopping:
+                self._run_once()
+        finally:
+            for runner in self._runners:
+                if runner.device is not None:
+                    self._unwatch(runner)
+                    runner.device.close()
+                    runner.device = None
+                    runner.on_reset()
+            self._selector.close()
+            self._wake_read.close()
+            self._wake_write.close()
+
+    def _run_once(self) -> None:
+        now = self._clock()
+        for runner in self._runners:
+            if runner.device is None and now >= runner.retry_at and runner.try_open(now):
+                self._watch(runner)
+        for runner in self._runners:
+            while runner.device is not None and runner.device.pending() and not self._stopping:
+                self._service(runner)
+        timeout = self._timeout(self._clock())
+        for key, _mask in self._selector.select(timeout):
+            if key.data is None:
+                self._drain_wakeups()
+                continue
+            runner = key.data
+            if runner.device is not None and not self._stopping:
+                self._service(runner)
+
+    def _service(self, runner: ChannelRunner[Any, Any]) -> None:
+        was_registered = runner.registered
+        runner.service_one(self._clock())
+        self._sync_watch(runner)
+        if runner.registered and not was_registered and not self._ready_sent:
+            self._ready_sent = True
+            self._on_ready()
+
+    def _timeout(self, now: float) -> float | None:
+        waits = [max(0.0, r.retry_at - now) for r in self._runners if r.device is None]
+        return min(waits) if waits else None
+
+    def _watch(self, runner: ChannelRunner[Any, Any]) -> None:
+        assert runner.device is not None
+        fd = runner.device.fileno()
+        self._selector.register(fd, selectors.EVENT_READ, runner)
+        self._watched[id(runner)] = (runner.device, fd)
+
+    def _sync_watch(self, runner: ChannelRunner[Any, Any]) -> None:
+        """Forget a device the runner closed (by its remembered fd number)."""
+        watched = self._watched.get(id(runner))
+        if watched is not None and watched[0] is not runner.device:
+            self._selector.unregister(watched[1])
+            del self._watched[id(runner)]
+
+    def _unwatch(self, runner: ChannelRunner[Any, Any]) -> None:
+        watched = self._watched.pop(id(runner), None)
+        if watched is not None:
+            self._selector.unregister(watched[1])
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_read.recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass

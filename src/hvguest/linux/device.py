@@ -1,0 +1,198 @@
+"""The /dev/vmbus/hv_{kvp,vss,fcopy} character devices, real or simulated.
+
+Replaces the open()/read()/write()/close() calls on the device in
+tools/hv/hv_kvp_daemon.c (and the VSS/FCOPY daemons). The daemon loop sees a
+:class:`Device`: one open of the node, one read = one whole message, errors
+as ``OSError`` with the kernel's errno (drivers/hv/hv_utils_transport.c).
+
+:func:`open_device` picks the adapter by what the path is: a character device
+is the real driver (:class:`CharDevice`); a Unix socket is the simulator of
+``hvguest.testing`` (:class:`SimulatedDevice`), which speaks the small
+datagram protocol documented in ``hvguest.testing.wire``. The tags are
+repeated below because ``hvguest.linux`` may not import ``hvguest.testing``
+(import-linter keeps them independent); a unit test checks both copies agree.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import struct
+from collections import deque
+from pathlib import Path
+from typing import Final, NoReturn, Protocol
+
+
+class Device(Protocol):
+    """One open of a Hyper-V util device."""
+
+    def fileno(self) -> int:
+        """For selectors: readable when a message is queued (or the device hung up)."""
+
+    def pending(self) -> bool:
+        """A message (or hangup) is already buffered in user space: read before selecting."""
+
+    def read(self, size: int) -> bytes:
+        """Exactly one message; blocks. EINVAL if ``size`` is too small (message kept)."""
+
+    def write(self, data: bytes) -> int:
+        """One message to the kernel; OSError with the kernel's errno on failure."""
+
+    def close(self) -> None:
+        """close(fd): the kernel resets the service (fails any pending host request)."""
+
+
+class CharDevice:
+    """The real character device: os.open(O_RDWR | O_CLOEXEC), os.read, os.write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # O_CLOEXEC as hv_kvp_daemon does: helper scripts must not inherit the device.
+        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+    def fileno(self) -> int:
+        """The device's file descriptor."""
+        return self._fd
+
+    def pending(self) -> bool:
+        """The kernel buffers nothing in user space."""
+        return False
+
+    def read(self, size: int) -> bytes:
+        """One read(2) returns one whole message (the driver never splits them)."""
+        return os.read(self._fd, size)
+
+    def write(self, data: bytes) -> int:
+        """One write(2); the driver accepts all of it or fails."""
+        return os.write(self._fd, data)
+
+    def close(self) -> None:
+        """Close once; later calls do nothing."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+# The simulated-device protocol, as documented in hvguest.testing.wire.
+_TAG_OPEN: Final = ord("O")
+_TAG_MESSAGE: Final = ord("M")
+_TAG_CONSUMED: Final = b"A"
+_TAG_WRITE: Final = b"W"
+_TAG_RESULT: Final = ord("R")
+_TAG_HANGUP: Final = ord("H")
+_MAX_PAYLOAD: Final = 65536
+_INT32: Final = struct.Struct("<i")
+#: How long open() waits for the simulator's answer; a real open never blocks,
+#: so a simulator that does not answer is a bug worth an error.
+_OPEN_TIMEOUT: Final = 10.0
+
+
+class SimulatedDevice:
+    """The simulator's device over AF_UNIX/SOCK_SEQPACKET, with the kernel's semantics."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._buffer = bytearray(1 + _MAX_PAYLOAD)
+        self._view = memoryview(self._buffer)
+        # Messages that arrived while a write waited for its result, or that a
+        # too-small read left queued; pending() reports them.
+        self._stash: deque[bytes] = deque()
+        self._hung_up = False
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            self._sock.settimeout(_OPEN_TIMEOUT)
+            self._sock.connect(str(path))
+            size = self._sock.recv_into(self._buffer)
+            if size < 1 + _INT32.size or self._buffer[0] != _TAG_OPEN:
+                raise OSError(errno.EPROTO, "simulated device did not answer the open", str(path))
+            (open_errno,) = _INT32.unpack_from(self._buffer, 1)
+            if open_errno:
+                raise OSError(open_errno, os.strerror(open_errno), str(path))
+            self._sock.settimeout(None)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def fileno(self) -> int:
+        """The socket: readable when the simulator queued a message or hung up."""
+        return self._sock.fileno()
+
+    def pending(self) -> bool:
+        """A stashed message, or a hangup that the next read reports as EBADF."""
+        return bool(self._stash) or self._hung_up
+
+    def read(self, size: int) -> bytes:
+        """One message; EINVAL (message kept) if ``size`` is smaller, EBADF once destroyed."""
+        if self._hung_up:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        if self._stash:
+            message = self._stash[0]
+            if size < len(message):
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            self._stash.popleft()
+        else:
+            message = self._receive_message()
+            if size < len(message):
+                self._stash.appendleft(message)
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self._sock.send(_TAG_CONSUMED)
+        return message
+
+    def write(self, data: bytes) -> int:
+        """One message to the simulated kernel; waits for its result."""
+        if self._hung_up:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        if len(data) > _MAX_PAYLOAD:
+            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+        self._sock.sendmsg([_TAG_WRITE, data])
+        while True:
+            size = self._receive()
+            tag = self._buffer[0]
+            if tag == _TAG_RESULT:
+                (result,) = _INT32.unpack_from(self._buffer, 1)
+                if result < 0:
+                    raise OSError(-result, os.strerror(-result))
+                return int(result)
+            if tag == _TAG_MESSAGE:
+                self._stash.append(bytes(self._view[1:size]))
+            else:
+                self._protocol_error(tag)
+
+    def close(self) -> None:
+        """Close the connection: the simulator runs the kernel's release."""
+        self._sock.close()
+
+    def _receive_message(self) -> bytes:
+        """Block for the next M datagram."""
+        size = self._receive()
+        tag = self._buffer[0]
+        if tag != _TAG_MESSAGE:
+            self._protocol_error(tag)
+        return bytes(self._view[1:size])
+
+    def _receive(self) -> int:
+        """One datagram into the buffer; a hangup (or the simulator going away) is EBADF."""
+        size = self._sock.recv_into(self._buffer)
+        if size == 0 or self._buffer[0] == _TAG_HANGUP:
+            self._hung_up = True
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return size
+
+    def _protocol_error(self, tag: int) -> NoReturn:
+        raise OSError(errno.EPROTO, f"unexpected datagram tag {tag:#x} from the simulator")
+
+
+def open_device(path: Path) -> Device:
+    """Open a util device node: a character device, or a simulator socket.
+
+    FileNotFoundError when the node does not exist (the driver is not bound
+    or the host has not offered the device yet).
+    """
+    mode = Path(path).stat().st_mode
+    if stat.S_ISCHR(mode):
+        return CharDevice(path)
+    if stat.S_ISSOCK(mode):
+        return SimulatedDevice(path)
+    raise OSError(errno.ENODEV, "neither a character device nor a simulator socket", str(path))

@@ -1,0 +1,532 @@
+"""The KVP pool files ``.kvp_pool_0`` … ``.kvp_pool_4``: records, crash-safe edits, freshness.
+
+Replaces kvp_file_init(), kvp_update_mem_state(), kvp_update_file(),
+kvp_key_add_or_modify(), kvp_key_delete(), kvp_get_value() and
+kvp_pool_enumerate() of tools/hv/hv_kvp_daemon.c, and offers the same record
+logic to other programs (``read_pool``, ``PoolFile``).
+
+Format (shared with cloud-init, azure-init, kvp_client, WALinuxAgent,
+Ignition): a flat array of 2560-byte records, key[512] + value[2048], each a
+NUL-terminated string; no header. Appenders create duplicate keys, and the
+last record of a key wins. A trailing partial record is not a record: it is
+ignored on read and never destroyed.
+
+Theory of operation
+-------------------
+*Locks.* Every access takes flock and a POSIX lock (see ``locks``), so no
+cooperating peer runs while we read or write.
+
+*Freshness.* hv_kvp_daemon re-reads the whole file before every operation. We
+keep an index instead and re-read only after a change: an inotify watch on the
+state directory reports every write(), truncate() or rename that touches a
+pool file, and the kernel queues that event before the writer's syscall
+returns. So once we hold the lock, "no event for this file" means "no
+completed foreign write since our last read". A (size, mtime, inode)
+fingerprint would not do: mtime has the granularity of the kernel's coarse
+clock tick, so an in-place rewrite within one tick keeps size, mtime and inode
+(and a peer may even restore mtime with utime()). Reads with no pending event
+skip the locks: the answer is the file's content as of the moment we drained
+the queue, and every write that completed before that moment has an event
+there, so the read is linearizable at that moment (writes still in flight are
+concurrent with it and may be ordered after it). Our own writes' events are
+drained while we still hold the lock. A queue overflow marks every pool stale
+once; without inotify (or after the directory itself went away) every
+operation re-reads the file under the lock, like the C daemon. Writers that go
+through mmap or through a hard link outside the directory produce no event on
+our watch; no known peer does either.
+
+*Crash safety.* We never truncate-and-rewrite (hv_kvp_daemon does, bug S9).
+SIGKILL can stop a buffered write() at any page boundary (the kernel checks
+for fatal signals between pages: measured on this project's test machine, a
+tight loop of 2560-byte appends killed at random left a torn record about one
+time in twenty), so a record that straddles a page is written as two
+page-confined pieces, in the order whose intermediate state is harmless:
+the old record, the new one, or a *blank slot* (a record whose key is empty).
+A blank slot is not a KVP item: the host cannot create one and we refuse to,
+so readers here skip it. New records are appended back to front, so a crash
+leaves a blank slot instead of a partial record (which would misalign every
+later cloud-init append). DELETE shifts later records up and only then
+truncates, so a crash leaves at worst a duplicate of a surviving record.
+What is left: an in-place SET of a long value over a long value, on a record
+that straddles a page, while a foreign partial tail sits at the end of the
+file, and an append behind such a tail, can still tear on SIGKILL. Power loss
+can tear at sector granularity within a piece; ``fsync=True`` orders the
+steps that matter (shifted records reach the disk before the truncate).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+from hvguest.abi.constants import (
+    HV_KVP_EXCHANGE_MAX_KEY_SIZE,
+    HV_KVP_EXCHANGE_MAX_VALUE_SIZE,
+    HvStatus,
+    KvpPool,
+)
+from hvguest.abi.structs import KVP_POOL_RECORD_SIZE
+from hvguest.errors import OperationFailed
+from hvguest.linux.inotify import Inotify, InotifyMask
+from hvguest.linux.locks import pool_lock
+
+_log = logging.getLogger(__name__)
+
+#: Where hv_kvp_daemon keeps the pools (historic daemons used /var/opt/hyperv).
+DEFAULT_STATE_DIR: Final = Path("/var/lib/hyperv")
+#: File name of pool N is this prefix followed by N.
+POOL_FILE_PREFIX: Final = ".kvp_pool_"
+RECORD_SIZE: Final = KVP_POOL_RECORD_SIZE
+KEY_FIELD: Final = HV_KVP_EXCHANGE_MAX_KEY_SIZE
+VALUE_FIELD: Final = HV_KVP_EXCHANGE_MAX_VALUE_SIZE
+#: The longest key / value a SET accepts: the field minus its NUL.
+MAX_KEY_LEN: Final = KEY_FIELD - 1
+MAX_VALUE_LEN: Final = VALUE_FIELD - 1
+
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+# A record then straddles at most one page boundary, which the write plans assume.
+assert _PAGE_SIZE >= RECORD_SIZE
+#: How often a lock is retried because the file was replaced under us.
+_REOPEN_ATTEMPTS: Final = 8
+_READ_CHUNK: Final = 1 << 20
+
+_WATCH_MASK: Final = (
+    InotifyMask.MODIFY
+    | InotifyMask.ATTRIB
+    | InotifyMask.MOVED_FROM
+    | InotifyMask.MOVED_TO
+    | InotifyMask.CREATE
+    | InotifyMask.DELETE
+    | InotifyMask.DELETE_SELF
+    | InotifyMask.MOVE_SELF
+    | InotifyMask.ONLYDIR
+)
+#: The file's content may have changed (IN_ATTRIB too: utime() can hide a write's mtime).
+_CONTENT_CHANGED: Final = InotifyMask.MODIFY | InotifyMask.ATTRIB
+#: The name may now refer to another inode.
+_NAME_CHANGED: Final = (
+    InotifyMask.MOVED_FROM | InotifyMask.MOVED_TO | InotifyMask.CREATE | InotifyMask.DELETE
+)
+_WATCH_GONE: Final = (
+    InotifyMask.DELETE_SELF | InotifyMask.MOVE_SELF | InotifyMask.IGNORED | InotifyMask.UNMOUNT
+)
+
+#: The one errno -> HV status table for pool I/O; anything else is HV_E_FAIL.
+_STATUS_BY_ERRNO: Final[Mapping[int, HvStatus]] = {
+    errno.ENOSPC: HvStatus.ERROR_DISK_FULL,
+    errno.EDQUOT: HvStatus.ERROR_DISK_FULL,
+    errno.EEXIST: HvStatus.ERROR_ALREADY_EXISTS,
+}
+
+_T = TypeVar("_T")
+
+
+def status_for_errno(error_number: int | None) -> HvStatus:
+    """The HV status that reports a failed pool file operation with this errno."""
+    return _STATUS_BY_ERRNO.get(error_number or 0, HvStatus.E_FAIL)
+
+
+def pool_path(state_dir: Path, pool: KvpPool) -> Path:
+    """``<state_dir>/.kvp_pool_<pool>``."""
+    return state_dir / f"{POOL_FILE_PREFIX}{int(pool)}"
+
+
+# --------------------------------------------------------------------------- records
+
+
+def encode_record(key: bytes, value: bytes) -> bytes:
+    """One 2560-byte record with clean NUL padding (never stale bytes, bug S9).
+
+    Accepts what the file can hold (a 512-byte key has no NUL); SET's
+    stricter limits are checked by the callers.
+    """
+    if len(key) > KEY_FIELD or len(value) > VALUE_FIELD or b"\0" in key or b"\0" in value:
+        raise ValueError("key/value does not fit a pool record")
+    return key.ljust(KEY_FIELD, b"\0") + value.ljust(VALUE_FIELD, b"\0")
+
+
+def decode_record(data: bytes, offset: int = 0) -> tuple[bytes, bytes]:
+    """Key and value of the record at ``offset``: each field up to its first NUL."""
+    key_end = data.find(0, offset, offset + KEY_FIELD)
+    key = data[offset : key_end if key_end >= 0 else offset + KEY_FIELD]
+    start = offset + KEY_FIELD
+    value_end = data.find(0, start, start + VALUE_FIELD)
+    value = data[start : value_end if value_end >= 0 else start + VALUE_FIELD]
+    return key, value
+
+
+def check_settable(key: bytes, value: bytes) -> None:
+    """Refuse what hv_kvp_daemon refuses (HV_S_CONT), plus what no reader could read back."""
+    if len(key) > MAX_KEY_LEN or len(value) > MAX_VALUE_LEN:
+        raise OperationFailed(
+            HvStatus.S_CONT,
+            f"KVP SET refused: key {len(key)} bytes (max {MAX_KEY_LEN}), "
+            f"value {len(value)} bytes (max {MAX_VALUE_LEN})",
+        )
+    if not key:
+        # An empty key marks a blank slot (see the module docstring).
+        raise OperationFailed(HvStatus.S_CONT, "KVP SET refused: empty key")
+    if b"\0" in key or b"\0" in value:
+        raise OperationFailed(HvStatus.S_CONT, "KVP SET refused: NUL inside key or value")
+
+
+# --------------------------------------------------------------------- write plans
+
+#: One pwrite: (file offset, bytes), never crossing a page boundary unless noted.
+Piece = tuple[int, bytes]
+
+
+def page_cut(offset: int, page_size: int = _PAGE_SIZE) -> int:
+    """Where (relative to the record) a page boundary cuts the record at ``offset``, or 0."""
+    cut = page_size - offset % page_size
+    return cut if cut < RECORD_SIZE else 0
+
+
+def plan_overwrite(
+    offset: int,
+    old: tuple[bytes, bytes],
+    new: tuple[bytes, bytes],
+    *,
+    old_expendable: bool,
+    page_size: int = _PAGE_SIZE,
+) -> list[Piece] | None:
+    """Pieces that turn record ``old`` at ``offset`` into ``new`` (key, value pairs).
+
+    Ordered so that a crash after any piece leaves a record that reads as
+    ``old``, as ``new``, or (only if ``old_expendable``) as a blank slot.
+    None when no order is safe: the caller must park a copy first.
+    """
+    record = encode_record(*new)
+    cut = page_cut(offset, page_size)
+    if not cut:
+        return [(offset, record)]
+    # Cuts fall on multiples of 512 within a record (page sizes and 2560 are), so
+    # the key field always lies in the head; ``in_head`` value bytes do too.
+    assert cut >= KEY_FIELD
+    in_head = cut - KEY_FIELD
+    head, rest = (offset, record[:cut]), (offset + cut, record[cut:])
+    (old_key, old_value), (new_key, new_value) = old, new
+    if len(new_value) < in_head:
+        return [head, rest]  # new head + old rest reads as new: its NUL is in the head
+    if len(old_value) < in_head:
+        return [rest, head]  # old head + new rest reads as old: its NUL is in the head
+    if old_key == new_key and old_value[:in_head] == new_value[:in_head]:
+        return [head, rest]  # new head + old rest reads as old: same key, same head bytes
+    if old_expendable:
+        return [(offset, b"\0"), rest, head]  # in between, a blank slot
+    return None
+
+
+def plan_append(
+    offset: int, record: bytes, tail: bytes, page_size: int = _PAGE_SIZE
+) -> list[Piece]:
+    """Pieces that append ``record`` at the aligned end ``offset``, keeping the partial ``tail``.
+
+    Back to front: the first piece extends the file with a hole at the head,
+    which reads as a blank slot until the head lands. With a tail the single
+    pwrite of record + tail can still tear (see the module docstring).
+    """
+    if tail:
+        return [(offset, record + tail)]
+    cut = page_cut(offset, page_size)
+    if not cut:
+        return [(offset, record)]
+    return [(offset + cut, record[cut:]), (offset, record[:cut])]
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "pwrite wrote nothing")
+        view = view[written:]
+        offset += written
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, _READ_CHUNK, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+# ----------------------------------------------------------------------- the engine
+
+
+class _PoolTable:
+    """One pool file, kept open, and an index of its records.
+
+    The index is only as current as the last ``reload()`` or own write;
+    ``fresh`` says whether the owner may trust it. Every method that touches
+    the file expects the caller to hold the file's lock (``locked()``).
+    """
+
+    def __init__(self, path: Path, *, file_mode: int, fsync: bool, readonly: bool = False) -> None:
+        self.path = path
+        self.fresh = False
+        self.maybe_replaced = False
+        self.full_reads = 0
+        self._file_mode = file_mode
+        self._fsync = fsync
+        self._readonly = readonly
+        self._fd: int | None = None
+        #: (key, value) of every whole record in file order; key b"" is a blank slot.
+        self._slots: list[tuple[bytes, bytes]] = []
+        #: key -> its slots, ascending.
+        self._where: dict[bytes, list[int]] = {}
+        #: The ENUMERATE view: each key once, ordered by its last slot.
+        self._view: list[bytes] = []
+        self._tail = b""
+        self._reported_tail = 0
+
+    # -- file handle
+
+    def open(self) -> int:
+        """The descriptor, opening (O_CREAT with the mode, umask applies) if needed."""
+        if self._fd is None:
+            if self._readonly:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            else:
+                # Never O_TRUNC and never chmod: a 0600 file (Ignition) stays 0600.
+                flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+                self._fd = os.open(self.path, flags, self._file_mode)
+            self.fresh = False
+        return self._fd
+
+    def close(self) -> None:
+        """Close the descriptor (dropping our locks); the index becomes stale."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            self.fresh = False
+            os.close(fd)
+
+    def is_current_file(self) -> bool:
+        """Whether ``path`` still names the inode we hold open."""
+        try:
+            named = self.path.stat()
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self.open())
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+    @contextmanager
+    def locked(
+        self, *, exclusive: bool, tracked: Callable[[], bool] | None = None
+    ) -> Iterator[None]:
+        """Lock the file that ``path`` names now and make the index current.
+
+        ``tracked`` runs first under the lock; it returns True when change
+        tracking vouches for ``fresh`` and ``maybe_replaced``. Otherwise the
+        file's identity is checked and the file re-read.
+        """
+        for _attempt in range(_REOPEN_ATTEMPTS):
+            fd = self.open()
+            with pool_lock(fd, exclusive=exclusive):
+                trusted = tracked() if tracked is not None else False
+                replaced = (self.maybe_replaced or not trusted) and not self.is_current_file()
+                if not replaced:
+                    self.maybe_replaced = False
+                    if not (trusted and self.fresh):
+                        self.reload()
+                    yield
+                    return
+            # Locked a file that was renamed over or unlinked meanwhile: peers lock the new one.
+            self.close()
+        raise OSError(errno.ESTALE, f"replaced {_REOPEN_ATTEMPTS} times while locking")
+
+    def reload(self) -> None:
+        """Re-read the whole file and rebuild the index."""
+        self.fresh = False
+        data = _read_all(self.open())
+        whole = len(data) - len(data) % RECORD_SIZE
+        self._slots = [decode_record(data, offset) for offset in range(0, whole, RECORD_SIZE)]
+        self._tail = data[whole:]
+        self._rebuild()
+        self.full_reads += 1
+        self.fresh = True
+        if self._tail and len(self._tail) != self._reported_tail:
+            _log.warning(
+                "%s ends in a partial record of %d bytes; ignoring it (and keeping it)",
+                self.path,
+                len(self._tail),
+            )
+        self._reported_tail = len(self._tail)
+
+    def _rebuild(self) -> None:
+        where: dict[bytes, list[int]] = {}
+        for slot, (key, _value) in enumerate(self._slots):
+            if key:
+                where.setdefault(key, []).append(slot)
+        self._where = where
+        self._view = [
+            key for slot, (key, _value) in enumerate(self._slots) if key and where[key][-1] == slot
+        ]
+
+    # -- queries on the index
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of the last record of ``key``."""
+        slots = self._where.get(key)
+        return self._slots[slots[-1]][1] if slots else None
+
+    def record_at(self, index: int) -> tuple[bytes, bytes] | None:
+        """The ``index``-th entry of the ENUMERATE view (negative: None, unlike S8)."""
+        if not 0 <= index < len(self._view):
+            return None
+        key = self._view[index]
+        return key, self._slots[self._where[key][-1]][1]
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """The ENUMERATE view: (key, last value), ordered by each key's last record."""
+        return [(key, self._slots[self._where[key][-1]][1]) for key in self._view]
+
+    def slots(self) -> list[tuple[bytes, bytes]]:
+        """Every whole record, duplicates and blank slots included."""
+        return list(self._slots)
+
+    @property
+    def tail(self) -> bytes:
+        """The trailing partial record's bytes (usually b"")."""
+        return self._tail
+
+    # -- edits (exclusive lock held, index fresh)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        """Rewrite every record of ``key`` in place, or append one; durable on return."""
+        check_settable(key, value)
+        self._editing()
+        slots = self._where.get(key)
+        if not slots:
+            self._append(key, value, encode_record(key, value))
+        else:
+            for slot in slots:
+                # With other records of the key around, this one may pass through blank.
+                self._overwrite(slot, (key, value), others=len(slots) > 1)
+                self._slots[slot] = (key, value)
+        self._flush()
+
+    def append(self, key: bytes, value: bytes) -> None:
+        """Append a record even if ``key`` exists (cloud-init style); durable on return."""
+        check_settable(key, value)
+        self._editing()
+        self._append(key, value, encode_record(key, value))
+        self._flush()
+
+    def delete(self, key: bytes) -> bool:
+        """Remove every record of ``key`` keeping the others' order; False if none."""
+        slots = self._where.get(key)
+        if not slots:
+            return False
+        self._editing()
+        fd = self.open()
+        first = slots[0]
+        # Blank slots are dropped with the key: they are crash residue, not records.
+        survivors = [(k, v) for k, v in self._slots[first:] if k and k != key]
+        for slot, (k, v) in enumerate(survivors, start=first):
+            old_key, old_value = self._slots[slot]
+            if (old_key, old_value) == (k, v):
+                continue
+            # The old content is expendable: a record of ``key``, a blank slot, or a
+            # survivor already copied to an earlier slot (we fill slots in order).
+            plan = plan_overwrite(
+                slot * RECORD_SIZE, (old_key, old_value), (k, v), old_expendable=True
+            )
+            assert plan is not None  # an expendable old record always has a plan
+            self._write(plan)
+        end = (first + len(survivors)) * RECORD_SIZE
+        if self._fsync:
+            os.fdatasync(fd)  # the shifted records must be on disk before the truncate
+        tail = self._tail
+        # Cut inside stale records first, then move the tail there: a crash in
+        # between leaves only a partial record of other bytes, never a bogus record.
+        os.ftruncate(fd, end + len(tail))
+        if tail:
+            _pwrite_all(fd, tail, end)
+        self._slots = self._slots[:first] + survivors
+        self._rebuild()
+        self._flush()
+        return True
+
+    def _editing(self) -> None:
+        if self._readonly:
+            raise OSError(errno.EBADF, "opened read-only")
+        # Until this edit completes the index may not match the file.
+        self.fresh = False
+
+    def _flush(self) -> None:
+        if self._fsync:
+            os.fdatasync(self.open())
+        self.fresh = True
+
+    def _write(self, pieces: list[Piece]) -> None:
+        fd = self.open()
+        for offset, data in pieces:
+            _pwrite_all(fd, data, offset)
+
+    def _append(self, key: bytes, value: bytes, record: bytes) -> None:
+        end = len(self._slots) * RECORD_SIZE
+        try:
+            self._write(plan_append(end, record, self._tail))
+        except OSError:
+            self._undo_append(end)
+            raise
+        slot = len(self._slots)
+        self._slots.append((key, value))
+        slots = self._where.setdefault(key, [])
+        if slots:
+            self._view.remove(key)  # a raw append moves the key to the end
+        slots.append(slot)
+        self._view.append(key)
+
+    def _undo_append(self, end: int) -> None:
+        """Put the tail back and cut the file to its old size (e.g. after ENOSPC)."""
+        fd = self.open()
+        try:
+            if self._tail:
+                _pwrite_all(fd, self._tail, end)
+            os.ftruncate(fd, end + len(self._tail))
+        except OSError as err:
+            _log.error("%s: could not undo a failed append: %s", self.path, err)
+
+    def _overwrite(self, slot: int, new: tuple[bytes, bytes], *, others: bool) -> None:
+        offset = slot * RECORD_SIZE
+        old = self._slots[slot]
+        plan = plan_overwrite(offset, old, new, old_expendable=others)
+        if plan is not None:
+            self._write(plan)
+        elif self._tail:
+            # Parking a copy would have to move the foreign tail: accept the tear risk.
+            self._write([(offset, encode_record(*new))])
+        else:
+            self._overwrite_via_copy(offset, old, new)
+
+    def _overwrite_via_copy(
+        self, offset: int, old: tuple[bytes, bytes], new: tuple[bytes, bytes]
+    ) -> None:
+        """Both values reach past the cut and differ there: park a copy at the end meanwhile."""
+        fd = self.open()
+        end = len(self._slots) * RECORD_SIZE
+        try:
+            self._write(plan_append(end, encode_record(*new), b""))
+            if self._fsync:
+                os.fdatasync(fd)  # the copy must be durable before the original is blanked
+        except OSError:
+            self._undo_append(end)
+            raise
+        # From here a failure leaves the parked copy in place: a duplicate, never a loss.
+        plan = plan_overwrite(offset, old, new, old_expendable=True)
+        assert plan is not None
+        self._write(plan)
+        if self._fsync:
+            os.fdatasync(fd)
+        os.ftruncate(fd, end)

@@ -1,0 +1,1 @@
+"""In-memory fakes of every port in hvguest.services.ports; they record calls."""

@@ -1,0 +1,1 @@
+"""Root-only tests in network namespaces (a package, so the conftest names stay apart)."""
