@@ -93,9 +93,7 @@ def test_reference_registers_and_answers_auto_and_guest_pools(
     shim: Path, reference_daemon: Path, sim: Simulator, tmp_path: Path
 ) -> None:
     state_dir = tmp_path / "state"
-    daemon = launch_reference_kvp(
-        shim, sim.kvp_device_path, state_dir, daemon=reference_daemon
-    )
+    daemon = launch_reference_kvp(shim, sim.kvp_device_path, state_dir, daemon=reference_daemon)
     try:
         sim.wait_registered(STEP)
         assert sim.host.kvp_negotiate(timeout=STEP).status == HvStatus.S_OK
@@ -166,9 +164,7 @@ _DEVICE_CLIENT = textwrap.dedent(
 
 
 def test_shim_keeps_the_kernel_device_rules(shim: Path, sim: Simulator, tmp_path: Path) -> None:
-    env = reference_environment(
-        shim, state_dir=tmp_path / "state", kvp_socket=sim.kvp_device_path
-    )
+    env = reference_environment(shim, state_dir=tmp_path / "state", kvp_socket=sim.kvp_device_path)
     result = subprocess.run(
         [sys.executable, "-c", _DEVICE_CLIENT, str(KVP_MSG_SIZE), str(KVP_OP_REGISTER1)],
         env=env,
@@ -201,3 +197,49 @@ def test_shim_reports_an_absent_device_as_enoent(shim: Path, tmp_path: Path) -> 
         check=False,
     )
     assert "FileNotFoundError" in result.stderr
+
+
+_HANGUP_CLIENT = textwrap.dedent(
+    """
+    import errno, os, select, struct, sys
+    size, register = int(sys.argv[1]), int(sys.argv[2])
+    fd = os.open("/dev/vmbus/hv_kvp", os.O_RDWR | os.O_CLOEXEC)
+    os.write(fd, struct.pack("<B", register) + bytes(size - 1))
+    os.read(fd, size)
+    print("registered", flush=True)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    events = poller.poll(10_000)
+    print("poll", events == [(fd, select.POLLERR | select.POLLHUP)])
+    for name, call in (("read", lambda: os.read(fd, size)), ("write", lambda: os.write(fd, b"x"))):
+        try:
+            call()
+        except OSError as error:
+            print(name, errno.errorcode[error.errno])
+    os.close(fd)
+    """
+)
+
+
+def test_shim_reports_a_rescind_as_hangup_and_ebadf(
+    shim: Path, sim: Simulator, tmp_path: Path
+) -> None:
+    env = reference_environment(shim, state_dir=tmp_path / "state", kvp_socket=sim.kvp_device_path)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HANGUP_CLIENT, str(KVP_MSG_SIZE), str(KVP_OP_REGISTER1)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "registered\n"
+        sim.destroy("kvp", reoffer=False)
+        out, err = child.communicate(timeout=STEP)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(STEP)
+    assert child.returncode == 0, err
+    assert out.splitlines() == ["poll True", "read EBADF", "write EBADF"]

@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import getopt
 import logging
-
 import sys
 from collections.abc import Sequence
 from pathlib import Path

@@ -74,13 +74,19 @@ def run_demo() -> int:
 
 
 def _session(
-    sim: Simulator, daemon: subprocess.Popen[bytes], env: dict[str, str], state: Path, started: float
+    sim: Simulator,
+    daemon: subprocess.Popen[bytes],
+    env: dict[str, str],
+    state: Path,
+    started: float,
 ) -> int:
     failures = 0
     _say("guest", f"started hv_kvp_daemon (pid {daemon.pid}): python -m hvguest kvp -n")
     sim.wait_registered(timeout=_STEP_TIMEOUT)
     elapsed = (time.monotonic() - started) * 1000
-    _say("kernel", f"daemon registered (REGISTER1 answered with version 3.1) after {elapsed:.0f} ms")
+    _say(
+        "kernel", f"daemon registered (REGISTER1 answered with version 3.1) after {elapsed:.0f} ms"
+    )
 
     _say("host", "ENUMERATE pool 2 (AUTO): what the guest says about itself")
     for index, reply in enumerate(sim.host.kvp_enumerate_all(KvpPool.AUTO)):
@@ -116,7 +122,9 @@ def _session(
         info = sim.host.kvp_get_ip_info(nic.mac)
         _say("host", f"GET_IP_INFO {nic.mac} ({nic.name}) -> {_status(info.status)}")
         _say("", f"  ip_addr={info.ip_addr!r} sub_net={info.sub_net!r}")
-        _say("", f"  gate_way={info.gate_way!r} dns_addr={info.dns_addr!r} dhcp={info.dhcp_enabled}")
+        _say(
+            "", f"  gate_way={info.gate_way!r} dns_addr={info.dns_addr!r} dhcp={info.dhcp_enabled}"
+        )
         failures += info.status != HvStatus.S_OK
     else:
         _say("host", "GET_IP_INFO skipped: this machine has no NIC with a MAC address")

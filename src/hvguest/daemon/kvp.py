@@ -29,7 +29,9 @@ def build_kvp_service(config: Config) -> tuple[KvpService, LinuxOsInfo]:
     """The service with its real adapters (the OS info owns a resolver thread)."""
     kvp = config.kvp
     pools = LinuxPoolStore(kvp.state_dir, file_mode=kvp.pool_file_mode, fsync=kvp.fsync)
-    net = LinuxNetInfo(sys_root=config.paths.sys, etc_root=config.paths.etc, run_root=config.paths.run)
+    net = LinuxNetInfo(
+        sys_root=config.paths.sys, etc_root=config.paths.etc, run_root=config.paths.run
+    )
     os_info = LinuxOsInfo(etc_root=config.paths.etc)
     configurator = (
         ScriptIpConfigurator(

@@ -16,6 +16,7 @@ signals and reconnects:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import selectors
@@ -214,10 +215,8 @@ class EventLoop:
     def stop(self) -> None:
         """Ask the loop to finish (thread- and signal-safe)."""
         self._stopping = True
-        try:
+        with contextlib.suppress(OSError):
             self._wake_write.send(b"x")
-        except OSError:
-            pass
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop the loop cleanly; the wakeup fd ends select() at once."""

@@ -15,6 +15,7 @@ repeated below because ``hvguest.linux`` may not import ``hvguest.testing``
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -162,6 +163,10 @@ class SimulatedDevice:
 
     def close(self) -> None:
         """Close the connection: the simulator runs the kernel's release."""
+        # shutdown() first, so that the release happens now even if another
+        # thread is still blocked in a read on this device.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
     def _receive_message(self) -> bytes:

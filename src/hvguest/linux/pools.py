@@ -30,10 +30,12 @@ the queue, and every write that completed before that moment has an event
 there, so the read is linearizable at that moment (writes still in flight are
 concurrent with it and may be ordered after it). Our own writes' events are
 drained while we still hold the lock. A queue overflow marks every pool stale
-once; without inotify (or after the directory itself went away) every
-operation re-reads the file under the lock, like the C daemon. Writers that go
-through mmap or through a hard link outside the directory produce no event on
-our watch; no known peer does either.
+once; without inotify, or while the directory is gone, every operation
+re-reads the file under the lock, like the C daemon. Under each lock we also
+check that the directory is still the inode we watch: after rmdir + mkdir the
+kernel delays IN_DELETE_SELF for as long as our open pool files pin the old
+directory. Writers that go through mmap or through a hard link outside the
+directory produce no event on our watch; no known peer does either.
 
 *Crash safety.* We never truncate-and-rewrite (hv_kvp_daemon does, bug S9).
 SIGKILL can stop a buffered write() at any page boundary (the kernel checks
@@ -42,16 +44,20 @@ tight loop of 2560-byte appends killed at random left a torn record about one
 time in twenty), so a record that straddles a page is written as two
 page-confined pieces, in the order whose intermediate state is harmless:
 the old record, the new one, or a *blank slot* (a record whose key is empty).
-A blank slot is not a KVP item: the host cannot create one and we refuse to,
-so readers here skip it. New records are appended back to front, so a crash
-leaves a blank slot instead of a partial record (which would misalign every
-later cloud-init append). DELETE shifts later records up and only then
-truncates, so a crash leaves at worst a duplicate of a surviving record.
-What is left: an in-place SET of a long value over a long value, on a record
-that straddles a page, while a foreign partial tail sits at the end of the
-file, and an append behind such a tail, can still tear on SIGKILL. Power loss
-can tear at sector granularity within a piece; ``fsync=True`` orders the
-steps that matter (shifted records reach the disk before the truncate).
+A blank slot is not a KVP item: no known writer makes one on purpose and we
+refuse to, so readers here skip it (a DELETE drops those it shifts past). New records are
+appended back to front, so a crash leaves a blank slot instead of a partial
+record (which would misalign every later cloud-init append). When an in-place
+SET has no safe order (old and new value both reach past the cut and differ
+there), a copy of the new record is parked at the end first, so the key stays
+readable, and cut away afterwards. DELETE shifts later records up and only
+then truncates, so a crash leaves at worst a duplicate of a surviving record.
+What is left is behind a foreign partial tail (itself the trace of someone
+else's crash): an append there is one pwrite of record + tail and can tear,
+the SET above cannot park its copy and can tear its record, and a DELETE can
+leave other bytes in the tail's place. Power loss can tear within a piece at
+sector granularity; ``fsync=True`` orders the steps that matter (parked copy
+and shifted records reach the disk before what depends on them).
 """
 
 from __future__ import annotations
@@ -299,7 +305,11 @@ class _PoolTable:
             else:
                 # Never O_TRUNC and never chmod: a 0600 file (Ignition) stays 0600.
                 flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-                self._fd = os.open(self.path, flags, self._file_mode)
+                try:
+                    self._fd = os.open(self.path, flags, self._file_mode)
+                except FileNotFoundError:  # the state directory itself was removed
+                    self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    self._fd = os.open(self.path, flags, self._file_mode)
             self.fresh = False
         return self._fd
 
@@ -329,6 +339,8 @@ class _PoolTable:
         tracking vouches for ``fresh`` and ``maybe_replaced``. Otherwise the
         file's identity is checked and the file re-read.
         """
+        if exclusive and self._readonly:
+            raise OSError(errno.EBADF, "opened read-only")
         for _attempt in range(_REOPEN_ATTEMPTS):
             fd = self.open()
             with pool_lock(fd, exclusive=exclusive):
@@ -458,8 +470,6 @@ class _PoolTable:
         return True
 
     def _editing(self) -> None:
-        if self._readonly:
-            raise OSError(errno.EBADF, "opened read-only")
         # Until this edit completes the index may not match the file.
         self.fresh = False
 
@@ -530,3 +540,367 @@ class _PoolTable:
         if self._fsync:
             os.fdatasync(fd)
         os.ftruncate(fd, end)
+
+
+@contextmanager
+def _translated(table: _PoolTable, action: str) -> Iterator[None]:
+    """OSError -> OperationFailed naming the file; the index is distrusted afterwards."""
+    try:
+        yield
+    except OSError as err:
+        table.fresh = False
+        reason = err.strerror or str(err)
+        raise OperationFailed(
+            status_for_errno(err.errno), f"KVP pool {action} failed on {table.path}: {reason}"
+        ) from err
+
+
+# ------------------------------------------------------------------------ the store
+
+
+class LinuxPoolStore:
+    """``PoolStore`` over ``<state_dir>/.kvp_pool_0..4``, shared with other programs.
+
+    Creates ``state_dir`` (0755) and missing pool files (``file_mode``, umask
+    applies) and keeps them open; never changes an existing file's mode.
+    ``watch_changes=False`` disables inotify: every operation then re-reads
+    the file under the lock, as hv_kvp_daemon does. Not thread-safe.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        file_mode: int = 0o644,
+        fsync: bool = True,
+        watch_changes: bool = True,
+    ) -> None:
+        self._dir = Path(state_dir)
+        self._tables: dict[KvpPool, _PoolTable] = {
+            pool: _PoolTable(pool_path(self._dir, pool), file_mode=file_mode, fsync=fsync)
+            for pool in KvpPool
+            if pool is not KvpPool.COUNT
+        }
+        self._by_name = {table.path.name: table for table in self._tables.values()}
+        self._inotify: Inotify | None = None
+        self._watch: int | None = None
+        #: (st_dev, st_ino) of the directory the watch is on.
+        self._watched_dir: tuple[int, int] | None = None
+        try:
+            self._dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as err:
+            raise OperationFailed(
+                status_for_errno(err.errno), f"cannot create {self._dir}: {err.strerror}"
+            ) from err
+        if watch_changes:
+            self._start_watching()
+        try:
+            for table in self._tables.values():
+                with _translated(table, "open"):
+                    table.open()
+        except OperationFailed:
+            self.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pool files and the inotify instance."""
+        for table in self._tables.values():
+            table.close()
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+            self._watch = None
+
+    @property
+    def watching(self) -> bool:
+        """Whether inotify currently vouches for the caches (False: re-read every time)."""
+        return self._watch is not None
+
+    @property
+    def full_reads(self) -> int:
+        """How many times a pool file was read in full (for tests and measurements)."""
+        return sum(table.full_reads for table in self._tables.values())
+
+    # -- PoolStore
+
+    def get(self, pool: KvpPool, key: bytes) -> bytes | None:
+        """The value of ``key`` (last record wins), or None."""
+        return self._query(pool, "GET", lambda table: table.get(key))
+
+    def record_at(self, pool: KvpPool, index: int) -> tuple[bytes, bytes] | None:
+        """The ``index``-th live record (one per key, file order), or None past the end."""
+        return self._query(pool, "ENUMERATE", lambda table: table.record_at(index))
+
+    def set(self, pool: KvpPool, key: bytes, value: bytes) -> None:
+        """Add or replace ``key``; durable when it returns (with ``fsync``)."""
+        check_settable(key, value)
+        self._edit(pool, "SET", lambda table: table.set(key, value))
+
+    def delete(self, pool: KvpPool, key: bytes) -> bool:
+        """Remove every record of ``key``; False if there was none."""
+        return self._edit(pool, "DELETE", lambda table: table.delete(key))
+
+    # -- internals
+
+    def _table(self, pool: KvpPool) -> _PoolTable:
+        table = self._tables.get(pool)
+        if table is None:  # S7: the C daemon indexes past its table here
+            raise OperationFailed(HvStatus.E_FAIL, f"no KVP pool {int(pool)}")
+        return table
+
+    def _query(self, pool: KvpPool, action: str, query: Callable[[_PoolTable], _T]) -> _T:
+        table = self._table(pool)
+        with _translated(table, action):
+            self._collect_changes()
+            if self.watching and table.fresh and not table.maybe_replaced:
+                return query(table)  # lock-free: see "Freshness" in the module docstring
+            with table.locked(exclusive=False, tracked=self._tracked):
+                return query(table)
+
+    def _edit(self, pool: KvpPool, action: str, edit: Callable[[_PoolTable], _T]) -> _T:
+        table = self._table(pool)
+        with _translated(table, action), table.locked(exclusive=True, tracked=self._tracked):
+            result = edit(table)
+            # Still under the lock, so the pending events for this file are our own.
+            self._collect_changes(written=table)
+            return result
+
+    def _tracked(self) -> bool:
+        """Under a lock: apply pending events; True if the watch still vouches for the caches."""
+        self._collect_changes()
+        if self._watch is not None and self._dir_identity() != self._watched_dir:
+            # rmdir + mkdir: the kernel delays IN_DELETE_SELF while our open pool files
+            # pin the old directory, so its watch would stay silent. Watch the new one.
+            self._rewatch()
+        return self.watching
+
+    def _dir_identity(self) -> tuple[int, int] | None:
+        try:
+            info = self._dir.stat()
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def _start_watching(self) -> None:
+        try:
+            self._inotify = Inotify()
+        except OSError as err:
+            _log.warning("inotify unavailable (%s): pool files are re-read for every request", err)
+            return
+        self._rewatch()
+
+    def _rewatch(self) -> None:
+        assert self._inotify is not None
+        # Identity first: if the directory is replaced before add_watch, the next check
+        # sees a mismatch and watches again, instead of vouching for a dead watch.
+        self._watched_dir = self._dir_identity()
+        try:
+            self._watch = self._inotify.add_watch(self._dir, _WATCH_MASK)
+        except OSError as err:
+            _log.warning("cannot watch %s (%s): re-reading pool files every time", self._dir, err)
+            self._watch = None
+            return
+        self._distrust_all()  # events before the watch existed were not seen
+
+    def _distrust_all(self) -> None:
+        for table in self._tables.values():
+            table.fresh = False
+            table.maybe_replaced = True
+
+    def _collect_changes(self, written: _PoolTable | None = None) -> None:
+        """Apply queued inotify events to the tables' ``fresh``/``maybe_replaced`` flags.
+
+        ``written``: the table we just wrote under its lock; its content
+        events are ours and do not make it stale.
+        """
+        if self._inotify is None:
+            return
+        if self._watch is None:
+            self._rewatch()
+        for event in self._inotify.read_events():
+            if event.mask & InotifyMask.Q_OVERFLOW:
+                _log.info("inotify queue overflowed; re-reading every pool once")
+                self._distrust_all()
+                continue
+            if event.wd != self._watch:
+                continue  # a watch we replaced
+            if event.mask & _WATCH_GONE:
+                _log.warning("%s went away; re-reading pool files until it is back", self._dir)
+                self._watch = None
+                self._distrust_all()
+                continue
+            table = self._by_name.get(event.name)
+            if table is None:
+                continue
+            if event.mask & _NAME_CHANGED:
+                table.fresh = False
+                table.maybe_replaced = True
+            elif event.mask & _CONTENT_CHANGED and table is not written:
+                table.fresh = False
+
+
+# ---------------------------------------------------------------------- library API
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 with surrogateescape, so text from ``decode_text`` gives back the same bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def decode_text(raw: bytes) -> str:
+    """UTF-8 with surrogateescape: any bytes round-trip through ``encode_text``."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRecord:
+    """One whole 2560-byte record as stored (duplicates and blank slots included)."""
+
+    index: int
+    offset: int
+    key: bytes
+    value: bytes
+
+    @property
+    def blank(self) -> bool:
+        """A slot with an empty key: crash residue, not a KVP item."""
+        return not self.key
+
+    @property
+    def key_text(self) -> str:
+        """The key as text (surrogateescape)."""
+        return decode_text(self.key)
+
+    @property
+    def value_text(self) -> str:
+        """The value as text (surrogateescape)."""
+        return decode_text(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolContents:
+    """Everything in a pool file: the whole records and the partial tail after them."""
+
+    records: list[PoolRecord]
+    partial_tail: bytes
+
+    @property
+    def partial_tail_size(self) -> int:
+        """Bytes after the last whole record (0 for a well-formed file)."""
+        return len(self.partial_tail)
+
+
+class PoolFile:
+    """One pool file for other programs: every call locks (flock + POSIX), re-reads, acts.
+
+    ``readonly`` opens O_RDONLY and never creates the file (kvp_client
+    style; works for any user allowed to read it). Otherwise the file is
+    created with ``file_mode`` if missing. Edits have the same crash safety
+    as the daemon's, and raise ``OperationFailed`` like it.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        readonly: bool = False,
+        file_mode: int = 0o644,
+        fsync: bool = True,
+    ) -> None:
+        self._table = _PoolTable(Path(path), file_mode=file_mode, fsync=fsync, readonly=readonly)
+        with _translated(self._table, "open"):
+            self._table.open()
+
+    @property
+    def path(self) -> Path:
+        """The pool file's path."""
+        return self._table.path
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._table.close()
+
+    def _run(self, action: str, exclusive: bool, body: Callable[[_PoolTable], _T]) -> _T:
+        with _translated(self._table, action), self._table.locked(exclusive=exclusive):
+            return body(self._table)
+
+    def contents(self) -> PoolContents:
+        """Every whole record (duplicates and blank slots too) and the partial tail."""
+
+        def read(table: _PoolTable) -> PoolContents:
+            records = [
+                PoolRecord(index, index * RECORD_SIZE, key, value)
+                for index, (key, value) in enumerate(table.slots())
+            ]
+            return PoolContents(records, table.tail)
+
+        return self._run("read", False, read)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Each key once with its last value, ordered by each key's last record."""
+        return self._run("read", False, lambda table: table.items())
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key`` (last record wins), or None."""
+        return self._run("read", False, lambda table: table.get(key))
+
+    def set(self, key: bytes, value: bytes) -> None:
+        """Replace every record of ``key`` in place, or append one."""
+        self._run("SET", True, lambda table: table.set(key, value))
+
+    def append(self, key: bytes, value: bytes) -> None:
+        """Append a record even if ``key`` exists (what cloud-init does)."""
+        self._run("append", True, lambda table: table.append(key, value))
+
+    def delete(self, key: bytes) -> bool:
+        """Remove every record of ``key``; False if there was none."""
+        return self._run("DELETE", True, lambda table: table.delete(key))
+
+    def items_text(self) -> list[tuple[str, str]]:
+        """``items()`` decoded with surrogateescape."""
+        return [(decode_text(key), decode_text(value)) for key, value in self.items()]
+
+    def get_text(self, key: str) -> str | None:
+        """``get()`` for text keys and values (surrogateescape)."""
+        value = self.get(encode_text(key))
+        return None if value is None else decode_text(value)
+
+    def set_text(self, key: str, value: str) -> None:
+        """``set()`` for text keys and values (surrogateescape)."""
+        self.set(encode_text(key), encode_text(value))
+
+    def append_text(self, key: str, value: str) -> None:
+        """``append()`` for text keys and values (surrogateescape)."""
+        self.append(encode_text(key), encode_text(value))
+
+    def delete_text(self, key: str) -> bool:
+        """``delete()`` for a text key (surrogateescape)."""
+        return self.delete(encode_text(key))
+
+
+def read_pool(path: Path | str) -> PoolContents:
+    """Read a pool file under a shared lock, raw: duplicates, blank slots, partial tail."""
+    with PoolFile(path, readonly=True) as pool:
+        return pool.contents()

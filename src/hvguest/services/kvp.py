@@ -114,9 +114,7 @@ class KvpService:
                 if record is None:
                     return KvpStatus(HvStatus.S_CONT)
                 key, value = record
-                return KvpRecord(
-                    self._host_text(key, pool, key), self._host_text(value, pool, key)
-                )
+                return KvpRecord(self._host_text(key, pool, key), self._host_text(value, pool, key))
             case KvpGetIpInfo():
                 return self._ip_info(request)
             case KvpSetIpInfo():

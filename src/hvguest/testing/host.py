@@ -321,11 +321,7 @@ class FakeHost:
         timeout: float | None = None,
     ) -> HostKvpReply:
         """KVP_OP_GET."""
-        payload = _kvp_payload(KvpOp.GET, pool)
-        units = utf16_units(key)
-        _put(payload, kvp.GET_KEY, units, HV_KVP_EXCHANGE_MAX_KEY_SIZE, "key")
-        _U32.pack_into(payload, kvp.GET_KEY_SIZE, len(units) + 2 if key_size is None else key_size)
-        return self._kvp_reply(payload, timeout)
+        return self._kvp_reply(kvp_get_message(pool, key, key_size=key_size), timeout)
 
     def kvp_set(
         self,
@@ -339,23 +335,10 @@ class FakeHost:
         timeout: float | None = None,
     ) -> HostKvpReply:
         """KVP_OP_SET; an ``int`` value is stored as u32 (REG_U32) or else u64."""
-        payload = _kvp_payload(KvpOp.SET, pool)
-        units = utf16_units(key)
-        _put(payload, kvp.SET_KEY, units, HV_KVP_EXCHANGE_MAX_KEY_SIZE, "key")
-        _U32.pack_into(payload, kvp.SET_KEY_SIZE, len(units) + 2 if key_size is None else key_size)
-        _U32.pack_into(payload, kvp.SET_VALUE_TYPE, value_type)
-        if isinstance(value, int):
-            scalar = _U32 if value_type == REG_U32 else _U64
-            data = scalar.pack(value)
-            default_size = len(data)
-        else:
-            data = utf16_units(value)
-            default_size = len(data) + 2
-        _put(payload, kvp.SET_VALUE, data, HV_KVP_EXCHANGE_MAX_VALUE_SIZE, "value")
-        _U32.pack_into(
-            payload, kvp.SET_VALUE_SIZE, default_size if value_size is None else value_size
+        message = kvp_set_message(
+            pool, key, value, value_type, key_size=key_size, value_size=value_size
         )
-        return self._kvp_reply(payload, timeout)
+        return self._kvp_reply(message, timeout)
 
     def kvp_set_u32(
         self, pool: KvpPool | int, key: str | bytes, value: int, *, timeout: float | None = None
@@ -378,21 +361,13 @@ class FakeHost:
         timeout: float | None = None,
     ) -> HostKvpReply:
         """KVP_OP_DELETE."""
-        payload = _kvp_payload(KvpOp.DELETE, pool)
-        units = utf16_units(key)
-        _put(payload, kvp.DELETE_KEY, units, HV_KVP_EXCHANGE_MAX_KEY_SIZE, "key")
-        _U32.pack_into(
-            payload, kvp.DELETE_KEY_SIZE, len(units) + 2 if key_size is None else key_size
-        )
-        return self._kvp_reply(payload, timeout)
+        return self._kvp_reply(kvp_delete_message(pool, key, key_size=key_size), timeout)
 
     def kvp_enumerate(
         self, pool: KvpPool | int, index: int, *, timeout: float | None = None
     ) -> HostKvpReply:
         """KVP_OP_ENUMERATE of one index."""
-        payload = _kvp_payload(KvpOp.ENUMERATE, pool)
-        _U32.pack_into(payload, kvp.ENUM_INDEX, index)
-        return self._kvp_reply(payload, timeout)
+        return self._kvp_reply(kvp_enumerate_message(pool, index), timeout)
 
     def kvp_enumerate_all(
         self, pool: KvpPool | int, *, timeout: float | None = None, limit: int = 100_000
@@ -414,10 +389,7 @@ class FakeHost:
         timeout: float | None = None,
     ) -> HostIpInfo:
         """KVP_OP_GET_IP_INFO for the adapter with this MAC address."""
-        payload = _kvp_payload(KvpOp.GET_IP_INFO, 0)
-        _put_ip(payload, kvp.HOST_IP_ADAPTER_ID, mac, MAX_ADAPTER_ID_SIZE, "adapter_id")
-        payload[kvp.HOST_IP_ADDR_FAMILY] = addr_family
-        return _ip_info(self.kvp_transact(payload, timeout))
+        return decode_ip_info(self.kvp_transact(kvp_get_ip_info_message(mac, addr_family), timeout))
 
     def kvp_set_ip_info(
         self,
@@ -432,18 +404,107 @@ class FakeHost:
         timeout: float | None = None,
     ) -> HostIpInfo:
         """KVP_OP_SET_IP_INFO: configure the adapter with this GUID."""
-        payload = _kvp_payload(KvpOp.SET_IP_INFO, 0)
-        _put_ip(payload, kvp.HOST_IP_ADAPTER_ID, adapter_guid, MAX_ADAPTER_ID_SIZE, "adapter_id")
-        _put_ip(payload, kvp.HOST_IP_ADDR, ip_addr, MAX_IP_ADDR_SIZE, "ip_addr")
-        _put_ip(payload, kvp.HOST_IP_SUB_NET, sub_net, MAX_IP_ADDR_SIZE, "sub_net")
-        _put_ip(payload, kvp.HOST_IP_GATE_WAY, gate_way, MAX_GATEWAY_SIZE, "gate_way")
-        _put_ip(payload, kvp.HOST_IP_DNS_ADDR, dns_addr, MAX_IP_ADDR_SIZE, "dns_addr")
-        payload[kvp.HOST_IP_DHCP_ENABLED] = int(dhcp_enabled)
-        payload[kvp.HOST_IP_ADDR_FAMILY] = addr_family
-        return _ip_info(self.kvp_transact(payload, timeout))
+        message = kvp_set_ip_info_message(
+            adapter_guid,
+            ip_addr=ip_addr,
+            sub_net=sub_net,
+            gate_way=gate_way,
+            dns_addr=dns_addr,
+            dhcp_enabled=dhcp_enabled,
+            addr_family=addr_family,
+        )
+        return decode_ip_info(self.kvp_transact(message, timeout))
 
     def _kvp_reply(self, payload: bytearray, timeout: float | None) -> HostKvpReply:
         return decode_kvp_reply(self.kvp_transact(payload, timeout))
+
+
+# --- KVP messages as Windows builds them (pure functions) ----------------------
+
+
+def kvp_get_message(
+    pool: KvpPool | int, key: str | bytes, *, key_size: int | None = None
+) -> bytearray:
+    """A host KVP_OP_GET message; ``key_size`` defaults to the bytes with the terminator."""
+    message = _kvp_payload(KvpOp.GET, pool)
+    units = utf16_units(key)
+    _put(message, kvp.GET_KEY, units, HV_KVP_EXCHANGE_MAX_KEY_SIZE, "key")
+    _U32.pack_into(message, kvp.GET_KEY_SIZE, len(units) + 2 if key_size is None else key_size)
+    return message
+
+
+def kvp_set_message(
+    pool: KvpPool | int,
+    key: str | bytes,
+    value: str | bytes | int,
+    value_type: int = REG_SZ,
+    *,
+    key_size: int | None = None,
+    value_size: int | None = None,
+) -> bytearray:
+    """A host KVP_OP_SET message; an ``int`` value is a u32 for REG_U32, else a u64."""
+    message = _kvp_payload(KvpOp.SET, pool)
+    units = utf16_units(key)
+    _put(message, kvp.SET_KEY, units, HV_KVP_EXCHANGE_MAX_KEY_SIZE, "key")
+    _U32.pack_into(message, kvp.SET_KEY_SIZE, len(units) + 2 if key_size is None else key_size)
+    _U32.pack_into(message, kvp.SET_VALUE_TYPE, value_type)
+    if isinstance(value, int):
+        data = (_U32 if value_type == REG_U32 else _U64).pack(value)
+        default_size = len(data)
+    else:
+        data = utf16_units(value)
+        default_size = len(data) + 2
+    _put(message, kvp.SET_VALUE, data, HV_KVP_EXCHANGE_MAX_VALUE_SIZE, "value")
+    _U32.pack_into(message, kvp.SET_VALUE_SIZE, default_size if value_size is None else value_size)
+    return message
+
+
+def kvp_delete_message(
+    pool: KvpPool | int, key: str | bytes, *, key_size: int | None = None
+) -> bytearray:
+    """A host KVP_OP_DELETE message."""
+    message = _kvp_payload(KvpOp.DELETE, pool)
+    units = utf16_units(key)
+    _put(message, kvp.DELETE_KEY, units, HV_KVP_EXCHANGE_MAX_KEY_SIZE, "key")
+    _U32.pack_into(message, kvp.DELETE_KEY_SIZE, len(units) + 2 if key_size is None else key_size)
+    return message
+
+
+def kvp_enumerate_message(pool: KvpPool | int, index: int) -> bytearray:
+    """A host KVP_OP_ENUMERATE message."""
+    message = _kvp_payload(KvpOp.ENUMERATE, pool)
+    _U32.pack_into(message, kvp.ENUM_INDEX, index)
+    return message
+
+
+def kvp_get_ip_info_message(mac: str | bytes, addr_family: int = AddrFamily.NONE) -> bytearray:
+    """A host KVP_OP_GET_IP_INFO message (hv_kvp_ip_msg layout)."""
+    message = _kvp_payload(KvpOp.GET_IP_INFO, 0)
+    _put_ip(message, kvp.HOST_IP_ADAPTER_ID, mac, MAX_ADAPTER_ID_SIZE, "adapter_id")
+    message[kvp.HOST_IP_ADDR_FAMILY] = addr_family
+    return message
+
+
+def kvp_set_ip_info_message(
+    adapter_guid: str | bytes,
+    *,
+    ip_addr: str | bytes = "",
+    sub_net: str | bytes = "",
+    gate_way: str | bytes = "",
+    dns_addr: str | bytes = "",
+    dhcp_enabled: bool = False,
+    addr_family: int = AddrFamily.IPV4,
+) -> bytearray:
+    """A host KVP_OP_SET_IP_INFO message (hv_kvp_ip_msg layout)."""
+    message = _kvp_payload(KvpOp.SET_IP_INFO, 0)
+    _put_ip(message, kvp.HOST_IP_ADAPTER_ID, adapter_guid, MAX_ADAPTER_ID_SIZE, "adapter_id")
+    _put_ip(message, kvp.HOST_IP_ADDR, ip_addr, MAX_IP_ADDR_SIZE, "ip_addr")
+    _put_ip(message, kvp.HOST_IP_SUB_NET, sub_net, MAX_IP_ADDR_SIZE, "sub_net")
+    _put_ip(message, kvp.HOST_IP_GATE_WAY, gate_way, MAX_GATEWAY_SIZE, "gate_way")
+    _put_ip(message, kvp.HOST_IP_DNS_ADDR, dns_addr, MAX_IP_ADDR_SIZE, "dns_addr")
+    message[kvp.HOST_IP_DHCP_ENABLED] = int(dhcp_enabled)
+    message[kvp.HOST_IP_ADDR_FAMILY] = addr_family
+    return message
 
 
 def _kvp_payload(operation: int, pool: int) -> bytearray:
@@ -493,7 +554,8 @@ def _field(data: bytes, offset: int, size: int) -> str:
     return decode_utf16_field(memoryview(data)[offset : offset + size])
 
 
-def _ip_info(reply: HostPacketReply) -> HostIpInfo:
+def decode_ip_info(reply: HostPacketReply) -> HostIpInfo:
+    """Read a GET_IP_INFO / SET_IP_INFO answer (hv_kvp_ip_msg layout)."""
     data = reply.payload
     return HostIpInfo(
         status=reply.status,

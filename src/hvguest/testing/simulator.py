@@ -20,7 +20,9 @@ Run it in its own process with ``python -m hvguest.testing.simulator --dir D``:
 it prints ``kvp <socket path>``, ``control <socket path>`` and ``ready``, then
 serves until SIGTERM/SIGINT. The control socket takes one JSON object per line
 (``{"op": "kvp_get", "args": {"pool": 1, "key": "k"}}``) and answers one per
-line (``{"ok": true, "result": ...}``); :class:`ControlClient` speaks it.
+line (``{"ok": true, "result": ...}``); :class:`ControlClient` speaks it. Ops:
+the ``kvp_*`` host helpers, ``destroy``, ``suspend``, ``inject_write_error``,
+``wait_registered``, ``state`` and ``wait_state`` (keyword arguments as in Python).
 """
 
 from __future__ import annotations
@@ -221,6 +223,7 @@ class Simulator:
         self._view = memoryview(self._buffer)
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._waiters = 0
         self.host = FakeHost(
             self._channels,
             default_timeout=reply_timeout + 5.0 if host_timeout is None else host_timeout,
@@ -254,7 +257,7 @@ class Simulator:
                 self._remove_device(device)
             for channel in self._channels.values():
                 channel.close()
-            self._changed.notify_all()
+            self._notify()
         self._selector.close()
         self._wake_reader.close()
         self._wake_writer.close()
@@ -303,11 +306,31 @@ class Simulator:
                 and UtilState.READY <= device.service.state < UtilState.DEVICE_DYING
             )
 
+    def message_queued(self, name: str = "kvp") -> bool:
+        """The device holds a message the daemon has not read (its one-deep queue is full)."""
+        with self._lock:
+            device = self._devices.get(name)
+            return device is not None and device.transport.queued is not None
+
+    def pending_host_packets(self, name: str = "kvp") -> int:
+        """Host packets waiting in the channel for the driver to read them."""
+        with self._lock:
+            return self._channels[name].pending_packets
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str = "") -> None:
+        """Block until ``predicate()`` (checked on every state change) holds; TimeoutError."""
+        with self._changed:
+            self._waiters += 1
+            try:
+                reached = self._changed.wait_for(predicate, timeout)
+            finally:
+                self._waiters -= 1
+        if not reached:
+            raise TimeoutError(f"{what or 'condition'} not reached within {timeout} s")
+
     def wait_registered(self, timeout: float, name: str = "kvp") -> None:
         """Block until a daemon registered on ``name``; TimeoutError otherwise."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.is_registered(name), timeout):
-                raise TimeoutError(f"no daemon registered on {name} within {timeout} s")
+        self.wait_until(lambda: self.is_registered(name), timeout, f"registration on {name}")
 
     def inject_write_error(self, name: str, errno_value: int) -> None:
         """The next daemon write on ``name`` fails with ``errno_value``."""
@@ -329,7 +352,7 @@ class Simulator:
             channel.close()
             device.service.pre_resume()
             channel.reopen()
-            self._changed.notify_all()
+            self._notify()
 
     def destroy(self, name: str, *, reoffer: bool = True) -> None:
         """Rescind ``name``: the opener gets a hangup, reads/writes fail with EBADF.
@@ -344,7 +367,7 @@ class Simulator:
             device = self._devices[name]
             device.service.deinit()
             device.transport.destroy(lambda: self._teardown(device, reoffer=reoffer))
-            self._changed.notify_all()
+            self._notify()
 
         self._call_in_loop(rescind)
 
@@ -417,7 +440,12 @@ class Simulator:
             service.on_channel_callback()
 
     def _state_changed(self, _state: UtilState) -> None:
-        self._changed.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        # Four state changes per round trip: notify only when someone waits.
+        if self._waiters:
+            self._changed.notify_all()
 
     def _accept(self, device: _Device) -> None:
         try:
@@ -436,23 +464,28 @@ class Simulator:
             self._selector.register(
                 sock, selectors.EVENT_READ, lambda: self._on_datagram(connection)
             )
-            self._changed.notify_all()
+            self._notify()
 
     def _on_datagram(self, connection: _Connection) -> None:
-        try:
-            size = connection.sock.recv_into(self._buffer)
-        except OSError:
-            size = 0
-        with self._lock:
-            if size == 0:
-                self._drop(connection)
+        # Drain what is there: a read's A is often followed by the reply's W.
+        while True:
+            try:
+                size = connection.sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
                 return
-            tag = self._buffer[0]
-            if tag == _WRITE:
-                result = connection.transport.write(bytes(self._view[1:size]))
-                connection.send([encode_result(result)])
-            elif tag == _CONSUMED:
-                connection.transport.read_done()
+            except OSError:
+                size = 0
+            with self._lock:
+                if size == 0:
+                    self._drop(connection)
+                    return
+                tag = self._buffer[0]
+                if tag == _WRITE:
+                    result = connection.transport.write(bytes(self._view[1:size]))
+                    connection.send([encode_result(result)])
+                elif tag == _CONSUMED:
+                    connection.transport.read_done()
+                    self._notify()
 
     def _drop(self, connection: _Connection) -> None:
         """close(fd) on the device: unregister the socket and run the release."""
@@ -473,7 +506,7 @@ class Simulator:
         if reoffer and not self._closing:
             channel.reopen()
             self._offer(device.name)
-        self._changed.notify_all()
+        self._notify()
 
     def _remove_device(self, device: _Device) -> None:
         if self._devices.get(device.name) is device:
@@ -542,6 +575,10 @@ def _dispatch(sim: Simulator, op: str, args: dict[str, Any]) -> object:
         return None
     if op == "state":
         return sim.state(args.get("name", "kvp")).name
+    if op == "wait_state":
+        name, wanted = args.get("name", "kvp"), UtilState[args["state"]]
+        sim.wait_until(lambda: sim.state(name) == wanted, float(args["timeout"]), wanted.name)
+        return None
     raise ValueError(f"unknown control op {op!r}")
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 
 # The banned-api rule guards the sans-IO core; these tests watch real processes.
-import os  # noqa: TID251
-import signal  # noqa: TID251
-import time  # noqa: TID251
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -10,6 +10,10 @@ tests and the benchmark use it to put the reference next to hvguest.
 
 The shim is compiled at run time (:func:`build_shim`) because it is only
 needed where gcc and the reference daemon are present.
+
+Never send SET_IP_INFO to a reference daemon: it runs ``hv_set_ifconfig``,
+which (where a distribution ships one) reconfigures the machine's own
+network; only the state directory is redirected, not what scripts do.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from hvguest.errors import HvError
 
@@ -109,8 +113,8 @@ def launch_reference_kvp(
     state_dir: Path,
     *,
     daemon: Path = REFERENCE_KVP_DAEMON,
-    stdout: int | None = subprocess.DEVNULL,
-    stderr: int | None = None,
+    stdout: int | IO[bytes] | None = subprocess.DEVNULL,
+    stderr: int | IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the reference KVP daemon on a simulated device, its pools in ``state_dir``."""
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,9 @@
  * sockets are always close-on-exec so that a child never holds the device
  * open after the daemon closes it.
  *
- * The daemons are single-threaded; the fd table is not locked.
+ * Not intercepted, because the reference daemons do not use them on the
+ * device: select/epoll, dup/dup2, fcntl, ioctl, mmap. The daemons are
+ * single-threaded; the fd table is not locked.
  */
 #define _GNU_SOURCE
 /* Fortify would turn open() and friends into inline wrappers that clash with ours. */

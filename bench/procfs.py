@@ -1,0 +1,54 @@
+"""Per-process counters from /proc and CPU pinning of the processes being measured."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Final
+
+#: The CPU the daemon under test runs on, and the one the harness + simulator share.
+DAEMON_CPU: Final = 1
+HARNESS_CPU: Final = 0
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+#: Fields of /proc/<pid>/stat after "(comm) ": state is index 0, utime 11, stime 12.
+_UTIME: Final = 11
+_STIME: Final = 12
+
+
+def can_pin() -> bool:
+    """Both CPUs exist and this process may use them."""
+    return {HARNESS_CPU, DAEMON_CPU} <= os.sched_getaffinity(0)
+
+
+def pin_harness() -> None:
+    """Pin this process (and the threads it starts later) to the harness CPU."""
+    os.sched_setaffinity(0, {HARNESS_CPU})
+
+
+def pin_daemon(pid: int) -> None:
+    """Pin every thread of ``pid`` to the daemon CPU (threads started later inherit it)."""
+    with contextlib.suppress(FileNotFoundError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.sched_setaffinity(int(task.name), {DAEMON_CPU})
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads, not its children), in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[_UTIME]) + int(fields[_STIME])) / _CLOCK_TICKS
+
+
+def clock_tick_seconds() -> float:
+    """The resolution of :func:`cpu_seconds`."""
+    return 1.0 / _CLOCK_TICKS
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM of ``pid`` in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise ValueError(f"no VmHWM in /proc/{pid}/status")
