@@ -252,7 +252,7 @@ def build_packet(icmsgtype: int, payload: bytes | bytearray, transaction: int = 
         transaction & 0xFF,
         ICMSGHDRFLAG_TRANSACTION | ICMSGHDRFLAG_REQUEST,
     )
-    return header + bytes(payload)
+    return header + payload
 
 
 def _put(payload: bytearray, offset: int, data: bytes, capacity: int, what: str) -> None:

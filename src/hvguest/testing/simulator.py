@@ -205,6 +205,9 @@ class Simulator:
         host_timeout: float | None = None,
         services: Sequence[str] = ("kvp",),
     ) -> None:
+        unknown = set(services) - SERVICES.keys()
+        if unknown:
+            raise ValueError(f"no simulated kernel service for {sorted(unknown)}")
         self.directory = Path(directory)
         self.reply_timeout = reply_timeout
         self._lock = threading.RLock()
@@ -233,11 +236,15 @@ class Simulator:
 
     def start(self) -> Simulator:
         """Offer the devices and start serving."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._selector.register(self._wake_reader, selectors.EVENT_READ, self._drain_wakeups)
-        with self._lock:
-            for name in self._channels:
-                self._offer(name)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._selector.register(self._wake_reader, selectors.EVENT_READ, self._drain_wakeups)
+            with self._lock:
+                for name in self._channels:
+                    self._offer(name)
+        except BaseException:
+            self.close()
+            raise
         self._thread = threading.Thread(target=self._serve, name="hv-simulator", daemon=True)
         self._thread.start()
         return self

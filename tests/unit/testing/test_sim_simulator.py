@@ -291,3 +291,8 @@ def test_a_reply_built_from_the_request_without_fields_is_an_empty_enumerate(
         assert (answer.status, answer.key, answer.value) == (0, "", "")
         assert (answer.key_size, answer.value_size) == (2, 2)
         daemon.close()
+
+
+def test_a_service_without_a_simulated_driver_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no simulated kernel service"):
+        Simulator(tmp_path, services=("kvp", "balloon"))
