@@ -34,6 +34,7 @@ class PathsConfig:
     etc: Path = Path("/etc")
     run: Path = Path("/run")
     proc: Path = Path("/proc")
+    dev: Path = Path("/dev")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +56,60 @@ class KvpConfig:
     set_ifconfig_timeout: float = 25.0
 
 
+#: Where VSS hooks live: executables run with freeze / thaw / freeze-fail.
+DEFAULT_VSS_HOOKS_DIR: Final = Path("/etc/hvguest/vss-hooks.d")
+
+
+@dataclass(frozen=True, slots=True)
+class VssConfig:
+    """``[vss]``: the freeze/thaw daemon for host backups."""
+
+    device: Path = Path("/dev/vmbus/hv_vss")
+    #: Mount points to consider; empty means every mount the policy accepts.
+    include_mounts: tuple[str, ...] = ()
+    exclude_mounts: tuple[str, ...] = ()
+    #: Filesystem types to consider; empty means every type the policy accepts.
+    include_fstypes: tuple[str, ...] = ()
+    exclude_fstypes: tuple[str, ...] = ()
+    #: Answer FREEZE/THAW with success without freezing (crash-consistent backups).
+    crash_consistent: bool = False
+    hooks_dir: Path = DEFAULT_VSS_HOOKS_DIR
+    #: Seconds one hook may run before it is killed and counted as failed.
+    hook_timeout: float = 30.0
+    #: A failing pre-freeze hook aborts the freeze (HV_E_FAIL to the host).
+    hook_failure_aborts: bool = True
+    #: Seconds after which a freeze with no THAW is undone by the daemon itself;
+    #: well under the kernel's 900 s so the guest never stays frozen that long.
+    auto_thaw_after: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class FcopyConfig:
+    """``[fcopy]``: host-to-guest file copy (Copy-VMFile)."""
+
+    device: Path = Path("/dev/vmbus/hv_fcopy")
+    #: "char" (/dev/vmbus/hv_fcopy, Linux <= 6.9), "uio" (Linux >= 6.10) or "auto".
+    flavour: str = "auto"
+    #: Mode of copied files (the reference uses 0744).
+    file_mode: int = 0o644
+    #: Owner and group of copied files (name or number); empty keeps the daemon's.
+    owner: str = ""
+    group: str = ""
+    #: Destination directory prefixes that may receive files; empty means all.
+    allowed_dirs: tuple[str, ...] = ()
+    #: Destination prefixes refused in addition to /proc, /sys and /dev.
+    denied_dirs: tuple[str, ...] = ()
+    #: fsync each copied file before it appears under its final name.
+    fsync: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole file."""
 
     kvp: KvpConfig = field(default_factory=KvpConfig)
+    vss: VssConfig = field(default_factory=VssConfig)
+    fcopy: FcopyConfig = field(default_factory=FcopyConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     log_level: str = "info"
 
@@ -90,10 +140,14 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid TOML: {error}") from None
     reader = _Reader(document, source)
     kvp = reader.section("kvp")
+    vss = reader.section("vss")
+    fcopy = reader.section("fcopy")
     paths = reader.section("paths")
     logging_section = reader.section("logging")
-    reader.reject_unknown(document, "", {"kvp", "paths", "logging"})
+    reader.reject_unknown(document, "", {"kvp", "vss", "fcopy", "paths", "logging"})
     defaults = KvpConfig()
+    vss_defaults = VssConfig()
+    fcopy_defaults = FcopyConfig()
     default_paths = PathsConfig()
     config = Config(
         kvp=KvpConfig(
@@ -108,15 +162,44 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
                 "set_ifconfig_timeout", defaults.set_ifconfig_timeout, below=30.0
             ),
         ),
+        vss=VssConfig(
+            device=vss.path("device", vss_defaults.device),
+            include_mounts=vss.strings("include_mounts", vss_defaults.include_mounts),
+            exclude_mounts=vss.strings("exclude_mounts", vss_defaults.exclude_mounts),
+            include_fstypes=vss.strings("include_fstypes", vss_defaults.include_fstypes),
+            exclude_fstypes=vss.strings("exclude_fstypes", vss_defaults.exclude_fstypes),
+            crash_consistent=vss.boolean("crash_consistent", vss_defaults.crash_consistent),
+            hooks_dir=vss.path("hooks_dir", vss_defaults.hooks_dir),
+            hook_timeout=vss.positive_number(
+                "hook_timeout", vss_defaults.hook_timeout, below=900.0
+            ),
+            hook_failure_aborts=vss.boolean(
+                "hook_failure_aborts", vss_defaults.hook_failure_aborts
+            ),
+            auto_thaw_after=vss.positive_number(
+                "auto_thaw_after", vss_defaults.auto_thaw_after, below=900.0
+            ),
+        ),
+        fcopy=FcopyConfig(
+            device=fcopy.path("device", fcopy_defaults.device),
+            flavour=fcopy.choice("flavour", fcopy_defaults.flavour, ("auto", "char", "uio")),
+            file_mode=fcopy.mode("file_mode", fcopy_defaults.file_mode),
+            owner=fcopy.text("owner", fcopy_defaults.owner),
+            group=fcopy.text("group", fcopy_defaults.group),
+            allowed_dirs=fcopy.strings("allowed_dirs", fcopy_defaults.allowed_dirs),
+            denied_dirs=fcopy.strings("denied_dirs", fcopy_defaults.denied_dirs),
+            fsync=fcopy.boolean("fsync", fcopy_defaults.fsync),
+        ),
         paths=PathsConfig(
             sys=paths.path("sys", default_paths.sys),
             etc=paths.path("etc", default_paths.etc),
             run=paths.path("run", default_paths.run),
             proc=paths.path("proc", default_paths.proc),
+            dev=paths.path("dev", default_paths.dev),
         ),
         log_level=logging_section.choice("level", "info", _LOG_LEVELS),
     )
-    for section in (kvp, paths, logging_section):
+    for section in (kvp, vss, fcopy, paths, logging_section):
         section.finish()
     return config
 
@@ -176,6 +259,14 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise self._fail(key, "a list of strings", value)
         return tuple(value)
+
+    def text(self, key: str, default: str) -> str:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self._fail(key, "a string", value)
+        return value
 
     def positive_number(self, key: str, default: float, *, below: float) -> float:
         value = self._get(key)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from hvguest.abi.constants import HvStatus
 from hvguest.errors import OperationFailed, WireError
@@ -189,6 +189,18 @@ def _describe(error: OSError) -> str:
     return f"{name} ({error.strerror})" if error.strerror else name
 
 
+class Ticker(Protocol):
+    """Timed work the loop runs between messages (the VSS auto-thaw watchdog)."""
+
+    def deadline(self) -> float | None:
+        """When ``tick`` is next due (the loop's clock), or None for never."""
+        ...
+
+    def tick(self, now: float) -> None:
+        """The deadline passed."""
+        ...
+
+
 class EventLoop:
     """Runs channel runners until SIGTERM/SIGINT (or ``stop()``)."""
 
@@ -198,8 +210,10 @@ class EventLoop:
         *,
         on_ready: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        tickers: Sequence[Ticker] = (),
     ) -> None:
         self._runners = list(runners)
+        self._tickers = list(tickers)
         self._on_ready = on_ready
         self._clock = clock
         self._selector = selectors.DefaultSelector()
@@ -261,6 +275,13 @@ class EventLoop:
             runner = key.data
             if runner.device is not None and not self._stopping:
                 self._service(runner)
+        self._run_tickers(self._clock())
+
+    def _run_tickers(self, now: float) -> None:
+        for ticker in self._tickers:
+            due = ticker.deadline()
+            if due is not None and now >= due:
+                ticker.tick(now)
 
     def _service(self, runner: ChannelRunner[Any, Any]) -> None:
         was_registered = runner.registered
@@ -272,6 +293,10 @@ class EventLoop:
 
     def _timeout(self, now: float) -> float | None:
         waits = [max(0.0, r.retry_at - now) for r in self._runners if r.device is None]
+        for ticker in self._tickers:
+            due = ticker.deadline()
+            if due is not None:
+                waits.append(max(0.0, due - now))
         return min(waits) if waits else None
 
     def _watch(self, runner: ChannelRunner[Any, Any]) -> None:

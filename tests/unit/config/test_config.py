@@ -91,3 +91,60 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     path.write_text('[kvp]\nstate_dir = "/x"\n', encoding="utf-8")
     monkeypatch.setenv("HVGUEST_CONFIG", str(path))
     assert load_config().kvp.state_dir == Path("/x")
+
+
+def test_vss_and_fcopy_sections_are_read() -> None:
+    config = parse_config(
+        """
+        [vss]
+        device = "/run/sim/hv_vss"
+        include_mounts = ["/srv/data"]
+        exclude_fstypes = ["xfs"]
+        crash_consistent = true
+        hooks_dir = "/opt/hooks"
+        hook_timeout = 5
+        hook_failure_aborts = false
+        auto_thaw_after = 60
+        [fcopy]
+        flavour = "uio"
+        file_mode = "0600"
+        owner = "backup"
+        allowed_dirs = ["/srv/incoming"]
+        denied_dirs = ["/srv/incoming/private"]
+        fsync = false
+        [paths]
+        dev = "/fake/dev"
+        """
+    )
+    assert config.vss.device == Path("/run/sim/hv_vss")
+    assert config.vss.include_mounts == ("/srv/data",)
+    assert config.vss.exclude_fstypes == ("xfs",)
+    assert config.vss.crash_consistent is True
+    assert config.vss.hooks_dir == Path("/opt/hooks")
+    assert config.vss.hook_timeout == 5.0
+    assert config.vss.hook_failure_aborts is False
+    assert config.vss.auto_thaw_after == 60.0
+    assert config.fcopy.flavour == "uio"
+    assert config.fcopy.file_mode == 0o600
+    assert config.fcopy.owner == "backup"
+    assert config.fcopy.group == ""
+    assert config.fcopy.allowed_dirs == ("/srv/incoming",)
+    assert config.fcopy.denied_dirs == ("/srv/incoming/private",)
+    assert config.fcopy.fsync is False
+    assert config.paths.dev == Path("/fake/dev")
+
+
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        ("[vss]\nauto_thaw_after = 900", "auto_thaw_after"),
+        ("[vss]\nhook_timeout = 0", "hook_timeout"),
+        ('[vss]\ncrash_consistent = "yes"', "crash_consistent"),
+        ('[fcopy]\nflavour = "netlink"', "flavour"),
+        ("[fcopy]\nowner = 0", "owner"),
+        ('[fcopy]\nfile_mode = "rwx"', "file_mode"),
+    ],
+)
+def test_invalid_vss_and_fcopy_values_name_the_key(document: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        parse_config(document)
