@@ -199,7 +199,9 @@ class Report:
         self._table(["daemon", "sweeps/s", "CPU µs/sweep", "failed replies"], rows)
 
     def _rss(self) -> None:
-        self.lines.append(f"## Peak RSS (VmHWM after the run at {RSS_POOL_SIZE:,} records)")
+        self.lines.append(
+            f"## Peak RSS (VmHWM after the run at {RSS_POOL_SIZE:,} records and an AUTO sweep)"
+        )
         self.lines.append("")
         rows = [
             [name, _number(median(values) / 1024, 1)]

@@ -10,7 +10,6 @@ Default location ``/etc/hvguest/hvguest.toml`` (``HVGUEST_CONFIG`` or
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +133,10 @@ def load_config(path: Path | None = None) -> Config:
 
 def parse_config(text: str, *, source: str = "<config>") -> Config:
     """Parse and validate TOML text."""
+    # Imported here: with no configuration file the daemons never need it, and
+    # tomllib (with datetime) stays in their memory for good, about 0.7 MB.
+    import tomllib  # noqa: PLC0415
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

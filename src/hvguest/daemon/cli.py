@@ -5,18 +5,21 @@ Only this module turns outcomes into exit codes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import getopt
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hvguest import __version__
 from hvguest.config import Config, load_config
 from hvguest.daemon.logs import configure_logging
+from hvguest.daemon.options import OptionError, parse_options
 from hvguest.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger("hvguest")
 
@@ -35,25 +38,44 @@ def kvp_daemon_main(argv: Sequence[str] | None = None) -> int:
     """`hv_kvp_daemon [-n] [-d] [-h]`: the reference daemon's flags and exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        options, _rest = getopt.getopt(args, "ndh", ["no-daemon", "debug-enabled", "help"])
-    except getopt.GetoptError as error:
-        sys.stderr.write(f"hv_kvp_daemon: {error.msg}\n{_KVP_USAGE.format(version=__version__)}")
+        flags, _operands = parse_options(
+            args,
+            short={"n": "no-daemon", "d": "debug-enabled", "h": "help"},
+            long={name: name for name in ("no-daemon", "debug-enabled", "help")},
+            permute=False,
+        )
+    except OptionError as error:
+        sys.stderr.write(f"hv_kvp_daemon: {error}\n{_KVP_USAGE.format(version=__version__)}")
         return 1
-    flags = {name for name, _value in options}
-    if flags & {"-h", "--help"}:
+    if "help" in flags:
         sys.stderr.write(_KVP_USAGE.format(version=__version__))
         return 0
     return _run_kvp(
-        config_path=None,
-        foreground=bool(flags & {"-n", "--no-daemon"}),
-        debug=bool(flags & {"-d", "--debug-enabled"}),
+        config_path=None, foreground="no-daemon" in flags, debug="debug-enabled" in flags
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`hvguest <command>`."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["kvp"]:
+        options = _parse_kvp_options(args_list[1:])
+        if options is not None:
+            return _run_kvp(**options)
+    if args_list[:1] == ["vss"]:
+        from hvguest.daemon.vss_cli import serve_without_argparse
+
+        served = serve_without_argparse(args_list[1:])
+        if served is not None:
+            return served
+    if args_list[:1] == ["fcopy"]:
+        from hvguest.daemon.fcopy_cli import run_fcopy_fast
+
+        code = run_fcopy_fast(args_list[1:])
+        if code is not None:
+            return code
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -70,12 +92,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hvguest.daemon.pool_cli import run_pool_command
 
         return run_pool_command(args)
+    if command == "vss":
+        from hvguest.daemon.vss_cli import run_vss_command
+
+        return run_vss_command(args)
+    if command == "fcopy":
+        from hvguest.daemon.fcopy_cli import run_fcopy_command
+
+        return run_fcopy_command(args)
     from hvguest.daemon.demo import run_demo
 
     return run_demo()
 
 
+_KVP_SHORT = {"n": "no-daemon", "d": "debug"}
+_KVP_LONG = {
+    "no-daemon": "no-daemon",
+    "debug": "debug",
+    "debug-enabled": "debug",
+    "config": "config",
+    "device": "device",
+    "state-dir": "state-dir",
+}
+_KVP_VALUED = ("config", "device", "state-dir")
+
+
+def _parse_kvp_options(args: list[str]) -> dict[str, Any] | None:
+    """`hvguest kvp` options without argparse, or None to let argparse answer.
+
+    The daemon is long-lived and argparse (with gettext) costs about 0.5 MB of
+    RSS for its whole life; help, errors and anything unusual still go through
+    argparse so that they read the same as for every other command.
+    """
+    try:
+        values, operands = parse_options(args, short=_KVP_SHORT, long=_KVP_LONG, valued=_KVP_VALUED)
+    except OptionError:
+        return None
+    if operands:
+        return None
+    return {
+        "config_path": Path(values["config"]) if "config" in values else None,
+        "foreground": "no-daemon" in values,
+        "debug": "debug" in values,
+        "device": Path(values["device"]) if "device" in values else None,
+        "state_dir": Path(values["state-dir"]) if "state-dir" in values else None,
+    }
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     from hvguest.daemon.pool_cli import add_pool_parser
 
     parser = argparse.ArgumentParser(
@@ -90,6 +156,12 @@ def _build_parser() -> argparse.ArgumentParser:
     kvp.add_argument("--device", type=Path, help="override [kvp] device")
     kvp.add_argument("--state-dir", type=Path, help="override [kvp] state_dir")
     add_pool_parser(commands)
+    from hvguest.daemon.vss_cli import add_vss_parser
+
+    add_vss_parser(commands)
+    from hvguest.daemon.fcopy_cli import add_fcopy_parser
+
+    add_fcopy_parser(commands)
     commands.add_parser("demo", help="play a host session against the simulator (no root needed)")
     return parser
 

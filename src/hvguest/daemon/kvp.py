@@ -6,12 +6,14 @@ The process equivalent of main() in tools/hv/hv_kvp_daemon.c.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from hvguest.config import Config
 from hvguest.daemon.loop import ChannelRunner
 from hvguest.linux.ifconfig import ScriptIpConfigurator
 from hvguest.linux.netinfo import LinuxNetInfo
+from hvguest.linux.netlink import ChangeMonitor
 from hvguest.linux.osinfo import LinuxOsInfo
 from hvguest.linux.pools import LinuxPoolStore
 from hvguest.protocol.channel import KernelVersion
@@ -25,12 +27,18 @@ KVP_READ_SIZE: Final = 16384
 log = logging.getLogger("hvguest.kvp")
 
 
-def build_kvp_service(config: Config) -> tuple[KvpService, LinuxOsInfo]:
-    """The service with its real adapters (the OS info owns a resolver thread)."""
+def build_kvp_service(config: Config) -> tuple[KvpService, Callable[[], None]]:
+    """The service with its real adapters, and what releases them.
+
+    The OS info owns a resolver thread; the network info a change monitor.
+    """
     kvp = config.kvp
     pools = LinuxPoolStore(kvp.state_dir, file_mode=kvp.pool_file_mode, fsync=kvp.fsync)
     net = LinuxNetInfo(
-        sys_root=config.paths.sys, etc_root=config.paths.etc, run_root=config.paths.run
+        sys_root=config.paths.sys,
+        etc_root=config.paths.etc,
+        run_root=config.paths.run,
+        changes=_change_monitor(),
     )
     os_info = LinuxOsInfo(etc_root=config.paths.etc)
     configurator = (
@@ -48,7 +56,21 @@ def build_kvp_service(config: Config) -> tuple[KvpService, LinuxOsInfo]:
         exclude_nics=kvp.exclude_nics,
         warn=log.warning,
     )
-    return service, os_info
+
+    def close() -> None:
+        os_info.close()
+        net.close()
+
+    return service, close
+
+
+def _change_monitor() -> ChangeMonitor | None:
+    """Link/address notifications, or None (then every AUTO address query dumps)."""
+    try:
+        return ChangeMonitor()
+    except OSError as error:
+        log.warning("no rtnetlink notifications (%s): NIC lists are read per request", error)
+        return None
 
 
 def kvp_runner(config: Config, service: KvpService) -> ChannelRunner[KvpRequest, KvpReply]:

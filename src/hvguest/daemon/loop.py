@@ -1,4 +1,4 @@
-"""The event loop: one selectors loop over the service channels of a process.
+"""The event loop: one epoll loop over the service channels of a process.
 
 Replaces the poll()/read()/write() loops and reopen_*_fd() of
 tools/hv/hv_{kvp,vss}_daemon.c. The loop is the only place with waiting,
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import selectors
+import select
 import signal
 import socket
 import time
@@ -216,14 +216,18 @@ class EventLoop:
         self._tickers = list(tickers)
         self._on_ready = on_ready
         self._clock = clock
-        self._selector = selectors.DefaultSelector()
+        # epoll itself rather than selectors: one poll() per request, no key objects.
+        self._epoll = select.epoll()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
         self._wake_write.setblocking(False)
-        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._wake_fd = self._wake_read.fileno()
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
         self._stopping = False
         self._ready_sent = False
         self._watched: dict[int, tuple[Device, int]] = {}
+        #: Registered descriptor -> the runner whose device it is.
+        self._runner_by_fd: dict[int, ChannelRunner[Any, Any]] = {}
         self.stop_signal: int | None = None
 
     def stop(self) -> None:
@@ -255,27 +259,36 @@ class EventLoop:
                     runner.device.close()
                     runner.device = None
                     runner.on_reset()
-            self._selector.close()
+            self._epoll.close()
             self._wake_read.close()
             self._wake_write.close()
 
     def _run_once(self) -> None:
+        # Per request: one clock read, one poll(); the rest only when it can matter.
         now = self._clock()
+        all_open = True
         for runner in self._runners:
-            if runner.device is None and now >= runner.retry_at and runner.try_open(now):
-                self._watch(runner)
+            if runner.device is None:
+                all_open = False
+                if now >= runner.retry_at and runner.try_open(now):
+                    self._watch(runner)
         for runner in self._runners:
             while runner.device is not None and runner.device.pending() and not self._stopping:
                 self._service(runner)
-        timeout = self._timeout(self._clock())
-        for key, _mask in self._selector.select(timeout):
-            if key.data is None:
+        timeout = -1.0
+        if self._tickers or not all_open:
+            wait = self._timeout(self._clock())
+            if wait is not None:
+                timeout = wait
+        for fd, _events in self._epoll.poll(timeout):
+            if fd == self._wake_fd:
                 self._drain_wakeups()
                 continue
-            runner = key.data
-            if runner.device is not None and not self._stopping:
-                self._service(runner)
-        self._run_tickers(self._clock())
+            ready = self._runner_by_fd.get(fd)
+            if ready is not None and ready.device is not None and not self._stopping:
+                self._service(ready)
+        if self._tickers:
+            self._run_tickers(self._clock())
 
     def _run_tickers(self, now: float) -> None:
         for ticker in self._tickers:
@@ -286,7 +299,8 @@ class EventLoop:
     def _service(self, runner: ChannelRunner[Any, Any]) -> None:
         was_registered = runner.registered
         runner.service_one(self._clock())
-        self._sync_watch(runner)
+        if runner.device is None:  # service_one closes, never reopens
+            self._sync_watch(runner)
         if runner.registered and not was_registered and not self._ready_sent:
             self._ready_sent = True
             self._on_ready()
@@ -302,20 +316,27 @@ class EventLoop:
     def _watch(self, runner: ChannelRunner[Any, Any]) -> None:
         assert runner.device is not None
         fd = runner.device.fileno()
-        self._selector.register(fd, selectors.EVENT_READ, runner)
+        self._epoll.register(fd, select.EPOLLIN)
+        self._runner_by_fd[fd] = runner
         self._watched[id(runner)] = (runner.device, fd)
 
     def _sync_watch(self, runner: ChannelRunner[Any, Any]) -> None:
         """Forget a device the runner closed (by its remembered fd number)."""
         watched = self._watched.get(id(runner))
         if watched is not None and watched[0] is not runner.device:
-            self._selector.unregister(watched[1])
+            self._forget(watched[1])
             del self._watched[id(runner)]
 
     def _unwatch(self, runner: ChannelRunner[Any, Any]) -> None:
         watched = self._watched.pop(id(runner), None)
         if watched is not None:
-            self._selector.unregister(watched[1])
+            self._forget(watched[1])
+
+    def _forget(self, fd: int) -> None:
+        """Stop polling ``fd``; the device may already be closed (epoll dropped it then)."""
+        self._runner_by_fd.pop(fd, None)
+        with contextlib.suppress(OSError):
+            self._epoll.unregister(fd)
 
     def _drain_wakeups(self) -> None:
         try:

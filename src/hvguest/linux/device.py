@@ -30,7 +30,7 @@ class Device(Protocol):
     """One open of a Hyper-V util device."""
 
     def fileno(self) -> int:
-        """For selectors: readable when a message is queued (or the device hung up)."""
+        """For the event loop's poll: readable when a message is queued (or the device hung up)."""
 
     def pending(self) -> bool:
         """A message (or hangup) is already buffered in user space: read before selecting."""
@@ -134,8 +134,12 @@ class SimulatedDevice:
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
             self._stash.popleft()
         else:
-            message = self._receive_message()
-            if size < len(message):
+            # The common case, inlined: one recv_into, one copy of the payload.
+            received = self._sock.recv_into(self._buffer)
+            if received == 0 or self._buffer[0] != _TAG_MESSAGE:
+                self._unexpected(received)
+            message = bytes(self._view[1:received])
+            if size < received - 1:
                 self._stash.appendleft(message)
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         self._sock.send(_TAG_CONSUMED)
@@ -148,18 +152,19 @@ class SimulatedDevice:
         if len(data) > _MAX_PAYLOAD:
             raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
         self._sock.sendmsg([_TAG_WRITE, data])
+        buffer = self._buffer
         while True:
-            size = self._receive()
-            tag = self._buffer[0]
+            size = self._sock.recv_into(buffer)
+            tag = buffer[0] if size else _TAG_HANGUP
             if tag == _TAG_RESULT:
-                (result,) = _INT32.unpack_from(self._buffer, 1)
+                (result,) = _INT32.unpack_from(buffer, 1)
                 if result < 0:
                     raise OSError(-result, os.strerror(-result))
                 return int(result)
             if tag == _TAG_MESSAGE:
                 self._stash.append(bytes(self._view[1:size]))
             else:
-                self._protocol_error(tag)
+                self._unexpected(size)
 
     def close(self) -> None:
         """Close the connection: the simulator runs the kernel's release."""
@@ -169,23 +174,16 @@ class SimulatedDevice:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
-    def _receive_message(self) -> bytes:
-        """Block for the next M datagram."""
-        size = self._receive()
-        tag = self._buffer[0]
-        if tag != _TAG_MESSAGE:
-            self._protocol_error(tag)
-        return bytes(self._view[1:size])
+    def _unexpected(self, size: int) -> NoReturn:
+        """The datagram of ``size`` bytes in the buffer is not the one expected.
 
-    def _receive(self) -> int:
-        """One datagram into the buffer; a hangup (or the simulator going away) is EBADF."""
-        size = self._sock.recv_into(self._buffer)
+        A hangup (or the simulator going away: ``size`` 0) is EBADF from now
+        on; any other tag is a protocol error.
+        """
         if size == 0 or self._buffer[0] == _TAG_HANGUP:
             self._hung_up = True
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        return size
-
-    def _protocol_error(self, tag: int) -> NoReturn:
+        tag = self._buffer[0]
         raise OSError(errno.EPROTO, f"unexpected datagram tag {tag:#x} from the simulator")
 
 

@@ -33,8 +33,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Final
@@ -137,6 +135,11 @@ def run_program(argv: Sequence[str], *, timeout: float, output_dir: Path | None 
     killed). The message carries the last line it wrote to stderr. Its output
     is kept in unnamed files in ``output_dir`` (default: the temp directory).
     """
+    # Imported here: SET_IP_INFO is rare, and these two (with random, bisect and
+    # shutil behind them) would otherwise stay in the daemon's memory for good.
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
     program = argv[0]
     with contextlib.ExitStack() as files:
         try:
@@ -200,6 +203,8 @@ def run_program(argv: Sequence[str], *, timeout: float, output_dir: Path | None 
 
 def _stage(directory: Path, name: str, data: bytes) -> Path:
     """``data`` in a fresh fsynced temp file next to ``name``; removed again on failure."""
+    import tempfile  # noqa: PLC0415 - see run_program
+
     fd, temporary_name = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
     temporary = Path(temporary_name)
     try:

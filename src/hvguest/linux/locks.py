@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
-@contextmanager
-def pool_lock(fd: int, *, exclusive: bool) -> Iterator[None]:
-    """Hold flock and a whole-file POSIX lock on ``fd``; shared unless ``exclusive``.
+def acquire_pool_lock(fd: int, *, exclusive: bool) -> None:
+    """Take flock, then a whole-file POSIX lock on ``fd``; shared unless ``exclusive``.
 
     Blocks until both are granted (Python retries EINTR). A shared POSIX lock
-    needs ``fd`` open for reading, an exclusive one for writing.
+    needs ``fd`` open for reading, an exclusive one for writing. On failure
+    nothing stays held.
     """
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     fcntl.flock(fd, mode)
@@ -30,9 +30,24 @@ def pool_lock(fd: int, *, exclusive: bool) -> Iterator[None]:
         # lockf(len=0, start=0, whence=SEEK_SET) is F_SETLKW over the whole file,
         # exactly the lock hv_kvp_daemon.c takes (F_WRLCK) and kvp_client (F_RDLCK).
         fcntl.lockf(fd, mode, 0, 0, 0)
-        try:
-            yield
-        finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, 0)
+    except BaseException:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        raise
+
+
+def release_pool_lock(fd: int) -> None:
+    """Drop what ``acquire_pool_lock`` took, in reverse order."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, 0)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@contextmanager
+def pool_lock(fd: int, *, exclusive: bool) -> Iterator[None]:
+    """Hold both locks on ``fd`` for the ``with`` body (see ``acquire_pool_lock``)."""
+    acquire_pool_lock(fd, exclusive=exclusive)
+    try:
+        yield
+    finally:
+        release_pool_lock(fd)

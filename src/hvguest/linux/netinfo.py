@@ -25,7 +25,7 @@ from typing import Final, Protocol
 from hvguest.abi.constants import HvStatus
 from hvguest.errors import OperationFailed, WireError
 from hvguest.linux.netlink import RTN_UNICAST, Address, Link, Route, RouteNetlink
-from hvguest.services.ports import IpAddress, Nic, NicAddress
+from hvguest.services.ports import IpAddress, Nic, NicAddress, mac_key
 
 #: Addresses systemd-resolved listens on for local clients; a resolv.conf that
 #: names them says nothing about the real servers (resolved.conf(5)).
@@ -33,7 +33,6 @@ RESOLVED_STUB_ADDRESSES: Final = frozenset({IPv4Address("127.0.0.53"), IPv4Addre
 #: ifupdown only reads interfaces.d files with these names (interfaces(5)); the
 #: reference hv_get_dhcp_info script applies the same pattern.
 _IFUPDOWN_FILE_NAME: Final = re.compile(r"[A-Za-z0-9_-]+")
-_MAC_SEPARATORS: Final = str.maketrans("", "", ":-")
 
 
 class NetlinkSource(Protocol):
@@ -49,6 +48,18 @@ class NetlinkSource(Protocol):
 
     def routes(self, table: int = ...) -> list[Route]:
         """Routes of the main table."""
+        ...
+
+
+class NicChanges(Protocol):
+    """Whether links or addresses changed (``netlink.ChangeMonitor`` in production)."""
+
+    def changed(self) -> bool:
+        """True if anything changed since the last call (or since watching began)."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching."""
         ...
 
 
@@ -68,12 +79,26 @@ class LinuxNetInfo:
         run_root: Path = Path("/run"),
         resolv_conf: Path | None = None,
         netlink: NetlinkSource | None = None,
+        changes: NicChanges | None = None,
     ) -> None:
+        """``changes``: keep the NIC list until it reports a change (see ``nics``).
+
+        It must watch the network namespace that ``netlink`` reads.
+        """
         self._sys_root = sys_root
         self._etc_root = etc_root
         self._run_root = run_root
         self._resolv_conf = resolv_conf if resolv_conf is not None else etc_root / "resolv.conf"
         self._netlink: NetlinkSource = netlink if netlink is not None else RouteNetlink()
+        self._changes = changes
+        self._nics: list[Nic] | None = None
+
+    def close(self) -> None:
+        """Close the change monitor, if any."""
+        if self._changes is not None:
+            self._changes.close()
+            self._changes = None
+            self._nics = None
 
     # -- NetInfo ---------------------------------------------------------------------
 
@@ -82,7 +107,21 @@ class LinuxNetInfo:
 
         Addresses keep the kernel's order (IPv4 first; IPv6 by scope, global
         before link-local), the order getifaddrs() gave the reference.
+
+        With a change monitor the list is read once and kept until the kernel
+        reports a link or address change: a host sweep of the AUTO pool asks
+        for it twice (IPv4, IPv6) every few seconds, and each read is two dumps.
         """
+        with _kernel_failures("reading links and addresses"):
+            if self._changes is None:
+                return self._read_nics()
+            # Drain first, then dump: a change after the drain is queued for the next call.
+            if self._changes.changed() or self._nics is None:
+                self._nics = None
+                self._nics = self._read_nics()
+            return list(self._nics)
+
+    def _read_nics(self) -> list[Nic]:
         with _kernel_failures("reading links and addresses"):
             links = self._netlink.links()
             addresses = self._netlink.addresses()
@@ -181,18 +220,16 @@ class LinuxNetInfo:
         nics = {nic.name: nic for nic in self.nics()}
         return next((nics[name] for name in names if name in nics), None)
 
-    # -- extra helpers -------------------------------------------------------------------
-
     def match_mac(self, adapter_id: str) -> list[Nic]:
-        """NICs whose MAC equals ``adapter_id``, ignoring case and ':'/'-' separators.
+        """NICs whose MAC equals ``adapter_id`` by ``mac_key`` (case and separators ignored).
 
         Exact: never a prefix or name match (S11); several NICs can share a MAC
         (a VF behind the synthetic NIC), so all are returned, by index.
         """
-        wanted = adapter_id.strip().translate(_MAC_SEPARATORS).upper()
+        wanted = mac_key(adapter_id)
         if not wanted:
             return []
-        return [nic for nic in self.nics() if nic.mac.translate(_MAC_SEPARATORS) == wanted]
+        return [nic for nic in self.nics() if mac_key(nic.mac) == wanted]
 
     # -- file readers ------------------------------------------------------------------
 

@@ -18,7 +18,10 @@ Socket policy: one short-lived socket per query (``snapshot()`` shares one
 socket between its three dumps). Queries come once per host request, seconds
 apart, so the few microseconds of socket() + bind() are nothing, and a fresh
 socket cannot carry stale answers, a pending error or a dump left half read
-by an earlier failure. No file descriptor is held between requests.
+by an earlier failure. No dump socket is held between requests; the one
+long-lived socket is ``ChangeMonitor``'s, which only listens for the kernel's
+link and address notifications so that a NIC list can be kept until they say
+it changed.
 """
 
 from __future__ import annotations
@@ -463,6 +466,61 @@ def open_route_socket() -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+#: rtnetlink multicast groups (RTMGRP_* of <linux/rtnetlink.h>) whose
+#: notifications change what a NIC list shows: links, IPv4 and IPv6 addresses.
+RTMGRP_LINK: Final = 0x1
+RTMGRP_IPV4_IFADDR: Final = 0x10
+RTMGRP_IPV6_IFADDR: Final = 0x100
+NIC_CHANGE_GROUPS: Final = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+#: Most notifications one ``ChangeMonitor.changed()`` call reads.
+DRAIN_LIMIT: Final = 1024
+
+
+class ChangeMonitor:
+    """Says whether links or addresses changed since it last looked: rtnetlink notifications.
+
+    The kernel queues a notification on this socket before the syscall that
+    made the change returns (rtnl_notify()), so "nothing queued" means
+    "nothing changed since the last drain". A full queue loses notifications
+    and shows as ENOBUFS, which counts as a change. Unprivileged processes may
+    join these groups. The one descriptor this daemon keeps between requests.
+    """
+
+    def __init__(self, groups: int = NIC_CHANGE_GROUPS) -> None:
+        self._sock = socket.socket(
+            socket.AF_NETLINK,
+            socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
+            socket.NETLINK_ROUTE,
+        )
+        try:
+            self._sock.bind((0, groups))
+        except BaseException:
+            self._sock.close()
+            raise
+        # The notifications are only counted, never parsed: a short buffer will do.
+        self._buffer = bytearray(512)
+
+    def changed(self) -> bool:
+        """Drain the queued notifications; True if there was any (or some were lost).
+
+        Stops after ``DRAIN_LIMIT`` datagrams, so that a storm of changes cannot
+        keep a request waiting; the rest are drained by the next call.
+        """
+        for drained in range(DRAIN_LIMIT):
+            try:
+                self._sock.recv_into(self._buffer)
+            except BlockingIOError:
+                return drained > 0
+            except OSError as error:
+                if error.errno != errno.ENOBUFS:
+                    raise
+        return True
+
+    def close(self) -> None:
+        """Leave the groups."""
+        self._sock.close()
 
 
 class _DumpInterruptedError(Exception):

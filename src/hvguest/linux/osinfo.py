@@ -75,6 +75,19 @@ class Resolver(Protocol):
         ...
 
 
+def getaddrinfo_ascii(  # noqa: PLR0917 - the signature of socket.getaddrinfo()
+    host: str, port: None, family: int, kind: int, proto: int, flags: int, /
+) -> Sequence[tuple[object, object, object, str, object]]:
+    """``socket.getaddrinfo``, with an ASCII host name passed as bytes.
+
+    Given a str, CPython encodes the name with the "idna" codec, which loads
+    unicodedata and stringprep (about 0.3 MB) into the daemon for good; a
+    host name is ASCII on every sane system, and then both give the same bytes.
+    """
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
+    return socket.getaddrinfo(name, port, family, kind, proto, flags)
+
+
 @dataclass(frozen=True, slots=True)
 class ReleaseInfo:
     """What the release files say: name, major and minor version (None = not said)."""
@@ -181,7 +194,7 @@ class LinuxOsInfo:
         *,
         etc_root: Path = Path("/etc"),
         uname: Callable[[], UnameResult] = os.uname,
-        resolve: Resolver = socket.getaddrinfo,
+        resolve: Resolver = getaddrinfo_ascii,
         hostname: Callable[[], str] = socket.gethostname,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         retry_initial: float = DEFAULT_RETRY_INITIAL,
@@ -189,6 +202,9 @@ class LinuxOsInfo:
         hostname_poll: float = DEFAULT_HOSTNAME_POLL,
     ) -> None:
         self._etc_root = etc_root
+        # Built once: a host sweep asks for the facts six times in a row.
+        self._os_release = etc_root / "os-release"
+        self._legacy_release = tuple(etc_root / name for name in LEGACY_RELEASE_FILES)
         self._uname = uname
         self._resolve = resolve
         self._hostname = hostname
@@ -246,10 +262,9 @@ class LinuxOsInfo:
     # -- os-release ----------------------------------------------------------------
 
     def _current_release(self) -> ReleaseInfo:
-        os_release = self._etc_root / "os-release"
-        key: tuple[_FileKey, ...] = (_file_key(os_release),)
+        key: tuple[_FileKey, ...] = (_file_key(self._os_release),)
         if key[0] is None:
-            key += tuple(_file_key(self._etc_root / name) for name in LEGACY_RELEASE_FILES)
+            key += tuple(_file_key(path) for path in self._legacy_release)
         if key != self._release_key:
             self._release = self._read_release()
             self._release_key = key

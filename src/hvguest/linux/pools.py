@@ -65,7 +65,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +80,9 @@ from hvguest.abi.constants import (
 )
 from hvguest.abi.structs import KVP_POOL_RECORD_SIZE
 from hvguest.errors import OperationFailed
+from hvguest.linux.errno_status import status_for_errno
 from hvguest.linux.inotify import Inotify, InotifyMask
-from hvguest.linux.locks import pool_lock
+from hvguest.linux.locks import acquire_pool_lock, release_pool_lock
 
 _log = logging.getLogger(__name__)
 
@@ -101,7 +102,9 @@ _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 assert _PAGE_SIZE >= RECORD_SIZE
 #: How often a lock is retried because the file was replaced under us.
 _REOPEN_ATTEMPTS: Final = 8
-_READ_CHUNK: Final = 1 << 20
+#: Whole records per read: the file is decoded as it streams in, so a 10,000-record
+#: pool (25 MB) never sits in memory as bytes, only as its short keys and values.
+_READ_CHUNK: Final = 64 * RECORD_SIZE
 
 _WATCH_MASK: Final = (
     InotifyMask.MODIFY
@@ -114,29 +117,19 @@ _WATCH_MASK: Final = (
     | InotifyMask.MOVE_SELF
     | InotifyMask.ONLYDIR
 )
+# Event tests use plain ints: IntFlag's & is Python code, slow on the hot path.
 #: The file's content may have changed (IN_ATTRIB too: utime() can hide a write's mtime).
-_CONTENT_CHANGED: Final = InotifyMask.MODIFY | InotifyMask.ATTRIB
+_CONTENT_CHANGED: Final = int(InotifyMask.MODIFY | InotifyMask.ATTRIB)
 #: The name may now refer to another inode.
-_NAME_CHANGED: Final = (
+_NAME_CHANGED: Final = int(
     InotifyMask.MOVED_FROM | InotifyMask.MOVED_TO | InotifyMask.CREATE | InotifyMask.DELETE
 )
-_WATCH_GONE: Final = (
+_WATCH_GONE: Final = int(
     InotifyMask.DELETE_SELF | InotifyMask.MOVE_SELF | InotifyMask.IGNORED | InotifyMask.UNMOUNT
 )
-
-#: The one errno -> HV status table for pool I/O; anything else is HV_E_FAIL.
-_STATUS_BY_ERRNO: Final[Mapping[int, HvStatus]] = {
-    errno.ENOSPC: HvStatus.ERROR_DISK_FULL,
-    errno.EDQUOT: HvStatus.ERROR_DISK_FULL,
-    errno.EEXIST: HvStatus.ERROR_ALREADY_EXISTS,
-}
+_OVERFLOW: Final = int(InotifyMask.Q_OVERFLOW)
 
 _T = TypeVar("_T")
-
-
-def status_for_errno(error_number: int | None) -> HvStatus:
-    """The HV status that reports a failed pool file operation with this errno."""
-    return _STATUS_BY_ERRNO.get(error_number or 0, HvStatus.E_FAIL)
 
 
 def pool_path(state_dir: Path, pool: KvpPool) -> Path:
@@ -257,13 +250,18 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
+def _read_records(fd: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Every whole record of the file, and the partial tail after them."""
+    slots: list[tuple[bytes, bytes]] = []
+    carry = b""
     offset = 0
     while chunk := os.pread(fd, _READ_CHUNK, offset):
-        chunks.append(chunk)
         offset += len(chunk)
-    return b"".join(chunks)
+        data = carry + chunk if carry else chunk
+        whole = len(data) - len(data) % RECORD_SIZE
+        slots.extend(decode_record(data, at) for at in range(0, whole, RECORD_SIZE))
+        carry = data[whole:]
+    return slots, carry
 
 
 # ----------------------------------------------------------------------- the engine
@@ -286,6 +284,8 @@ class _PoolTable:
         self._fsync = fsync
         self._readonly = readonly
         self._fd: int | None = None
+        #: The descriptor ``lock()`` locked, until ``unlock()``.
+        self._locked_fd: int | None = None
         #: (key, value) of every whole record in file order; key b"" is a blank slot.
         self._slots: list[tuple[bytes, bytes]] = []
         #: key -> its slots, ascending.
@@ -333,36 +333,53 @@ class _PoolTable:
     def locked(
         self, *, exclusive: bool, tracked: Callable[[], bool] | None = None
     ) -> Iterator[None]:
+        """``lock()`` for the ``with`` body, then ``unlock()``."""
+        self.lock(exclusive=exclusive, tracked=tracked)
+        try:
+            yield
+        finally:
+            self.unlock()
+
+    def lock(self, *, exclusive: bool, tracked: Callable[[], bool] | None = None) -> None:
         """Lock the file that ``path`` names now and make the index current.
 
         ``tracked`` runs first under the lock; it returns True when change
         tracking vouches for ``fresh`` and ``maybe_replaced``. Otherwise the
-        file's identity is checked and the file re-read.
+        file's identity is checked and the file re-read. Plain calls rather
+        than a ``with`` block because the daemon takes this path per request.
         """
         if exclusive and self._readonly:
             raise OSError(errno.EBADF, "opened read-only")
         for _attempt in range(_REOPEN_ATTEMPTS):
             fd = self.open()
-            with pool_lock(fd, exclusive=exclusive):
+            acquire_pool_lock(fd, exclusive=exclusive)
+            try:
                 trusted = tracked() if tracked is not None else False
                 replaced = (self.maybe_replaced or not trusted) and not self.is_current_file()
                 if not replaced:
                     self.maybe_replaced = False
                     if not (trusted and self.fresh):
                         self.reload()
-                    yield
+                    self._locked_fd = fd
                     return
+            except BaseException:
+                release_pool_lock(fd)
+                raise
+            release_pool_lock(fd)
             # Locked a file that was renamed over or unlinked meanwhile: peers lock the new one.
             self.close()
         raise OSError(errno.ESTALE, f"replaced {_REOPEN_ATTEMPTS} times while locking")
 
+    def unlock(self) -> None:
+        """Release what ``lock()`` took."""
+        fd, self._locked_fd = self._locked_fd, None
+        if fd is not None:
+            release_pool_lock(fd)
+
     def reload(self) -> None:
         """Re-read the whole file and rebuild the index."""
         self.fresh = False
-        data = _read_all(self.open())
-        whole = len(data) - len(data) % RECORD_SIZE
-        self._slots = [decode_record(data, offset) for offset in range(0, whole, RECORD_SIZE)]
-        self._tail = data[whole:]
+        self._slots, self._tail = _read_records(self.open())
         self._rebuild()
         self.full_reads += 1
         self.fresh = True
@@ -542,17 +559,22 @@ class _PoolTable:
         os.ftruncate(fd, end)
 
 
+def _failure(table: _PoolTable, action: str, err: OSError) -> OperationFailed:
+    """The OperationFailed naming the file; the index is distrusted from now on."""
+    table.fresh = False
+    reason = err.strerror or str(err)
+    return OperationFailed(
+        status_for_errno(err.errno), f"KVP pool {action} failed on {table.path}: {reason}"
+    )
+
+
 @contextmanager
 def _translated(table: _PoolTable, action: str) -> Iterator[None]:
-    """OSError -> OperationFailed naming the file; the index is distrusted afterwards."""
+    """OSError -> OperationFailed naming the file (see ``_failure``)."""
     try:
         yield
     except OSError as err:
-        table.fresh = False
-        reason = err.strerror or str(err)
-        raise OperationFailed(
-            status_for_errno(err.errno), f"KVP pool {action} failed on {table.path}: {reason}"
-        ) from err
+        raise _failure(table, action, err) from err
 
 
 # ------------------------------------------------------------------------ the store
@@ -659,22 +681,35 @@ class LinuxPoolStore:
             raise OperationFailed(HvStatus.E_FAIL, f"no KVP pool {int(pool)}")
         return table
 
+    # _query and _edit run once per request: plain try blocks, no context managers.
+
     def _query(self, pool: KvpPool, action: str, query: Callable[[_PoolTable], _T]) -> _T:
         table = self._table(pool)
-        with _translated(table, action):
+        try:
             self._collect_changes()
-            if self.watching and table.fresh and not table.maybe_replaced:
+            if self._watch is not None and table.fresh and not table.maybe_replaced:
                 return query(table)  # lock-free: see "Freshness" in the module docstring
-            with table.locked(exclusive=False, tracked=self._tracked):
+            table.lock(exclusive=False, tracked=self._tracked)
+            try:
                 return query(table)
+            finally:
+                table.unlock()
+        except OSError as err:
+            raise _failure(table, action, err) from err
 
     def _edit(self, pool: KvpPool, action: str, edit: Callable[[_PoolTable], _T]) -> _T:
         table = self._table(pool)
-        with _translated(table, action), table.locked(exclusive=True, tracked=self._tracked):
-            result = edit(table)
-            # Still under the lock, so the pending events for this file are our own.
-            self._collect_changes(written=table)
-            return result
+        try:
+            table.lock(exclusive=True, tracked=self._tracked)
+            try:
+                result = edit(table)
+                # Still under the lock, so the pending events for this file are our own.
+                self._collect_changes(written=table)
+                return result
+            finally:
+                table.unlock()
+        except OSError as err:
+            raise _failure(table, action, err) from err
 
     def _tracked(self) -> bool:
         """Under a lock: apply pending events; True if the watch still vouches for the caches."""
@@ -729,7 +764,7 @@ class LinuxPoolStore:
         if self._watch is None:
             self._rewatch()
         for event in self._inotify.read_events():
-            if event.mask & InotifyMask.Q_OVERFLOW:
+            if event.mask & _OVERFLOW:
                 _log.info("inotify queue overflowed; re-reading every pool once")
                 self._distrust_all()
                 continue

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-from typing import Final
-
-_PR_SET_NAME: Final = 15
 
 
 def set_process_name(name: str) -> bool:
     """Set comm (what `pgrep -x` and `ps -o comm` see); True on success.
 
     WALinuxAgent and scripts look for "hv_kvp_daemon" by name, so `hvguest kvp`
-    takes the C daemon's name.
+    takes the C daemon's name. Writing /proc/self/comm is prctl(PR_SET_NAME)
+    for the main thread without ctypes.util, whose find_library would pull
+    shutil and subprocess into the daemon for good.
     """
-    library = ctypes.util.find_library("c")
-    if library is None:
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
         return False
-    libc = ctypes.CDLL(library, use_errno=True)
-    return int(libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)) == 0
+    try:
+        os.write(fd, name.encode()[:15])
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def daemonize() -> None:

@@ -233,6 +233,11 @@ _IP_DNS_ADDR: Final = _span("body.kvp_ip_val.dns_addr")
 
 _KEY_WIDTH: Final = _width(_ENUM_KEY)
 _VALUE_WIDTH: Final = _width(_ENUM_VALUE)
+_SET_VALUE_WIDTH: Final = _width(_SET_VALUE)
+#: HV_S_OK as a plain int: an enum's ``.value`` is a Python-level property, and
+#: this is written into every successful reply. Statuses go to ``pack_into`` as
+#: IntEnum members, which it reads as ints at C speed.
+_S_OK: Final = int(HvStatus.S_OK)
 
 _U32: Final = struct.Struct("<I")
 _POOLS: Final = tuple(KvpPool(number) for number in range(KvpPool.COUNT))
@@ -257,9 +262,10 @@ def _pool(datagram: bytes) -> KvpPool:
 
 def _key(datagram: bytes, size_offset: int, field: slice) -> bytes:
     key_size: int = _U32.unpack_from(datagram, size_offset)[0]
-    if not 1 <= key_size <= _width(field):
+    start: int = field.start
+    if not 1 <= key_size <= field.stop - start:
         raise _wire(f"KVP key_size {key_size} is outside 1..{_width(field)}")
-    return c_string(datagram[field.start : field.start + key_size])
+    return c_string(datagram[start : start + key_size])
 
 
 def _ip_text(datagram: bytes, field: slice, name: str) -> str:
@@ -281,8 +287,8 @@ def _decode_set(datagram: bytes) -> KvpSet:
     pool = _pool(datagram)
     key = _key(datagram, _SET_KEY_SIZE, _SET_KEY)
     value_size: int = _U32.unpack_from(datagram, _SET_VALUE_SIZE)[0]
-    if value_size > _width(_SET_VALUE):
-        raise _wire(f"KVP value_size {value_size} is outside 0..{_width(_SET_VALUE)}")
+    if value_size > _SET_VALUE_WIDTH:
+        raise _wire(f"KVP value_size {value_size} is outside 0..{_SET_VALUE_WIDTH}")
     # value_type is not checked: the kernel never copies it (it stays 0).
     start = _SET_VALUE.start
     return KvpSet(pool, key, c_string(datagram[start : start + value_size]))
@@ -447,7 +453,7 @@ class KvpCodec:
                 _U32.pack_into(message, _ENUM_KEY_SIZE, min(len(key) + 1, _KEY_WIDTH))
                 _put_value(message, reply.value)
             case KvpStatus():
-                _U32.pack_into(message, _ERROR, reply.status.value)
+                _U32.pack_into(message, _ERROR, reply.status)
                 return bytes(message)
             case KvpValue():
                 _put_value(message, reply.value)
@@ -455,12 +461,12 @@ class KvpCodec:
                 _put_ip_info(message, reply)
             case _:
                 assert_never(reply)
-        _U32.pack_into(message, _ERROR, HvStatus.S_OK.value)
+        _U32.pack_into(message, _ERROR, _S_OK)
         return bytes(message)
 
     def encode_failure(self, request: bytes, status: HvStatus) -> bytes:
         """``request`` with only ``error`` = ``status`` (a zeroed message if it was not whole)."""
         message = _base(request)
         # A C int on the wire; HvStatus values are its unsigned reading.
-        _U32.pack_into(message, _ERROR, status.value)
+        _U32.pack_into(message, _ERROR, status)
         return bytes(message)

@@ -172,8 +172,7 @@ class KvpService:
     # -- GET_IP_INFO / SET_IP_INFO -----------------------------------------------
 
     def _ip_info(self, request: KvpGetIpInfo) -> KvpReply:
-        wanted = normalise_mac(request.adapter_id)
-        matches = [nic for nic in self._net.nics() if nic.mac == wanted]
+        matches = self._net.match_mac(request.adapter_id)
         if not matches:
             raise OperationFailed(
                 HvStatus.E_FAIL, f"GET_IP_INFO: no interface has MAC {request.adapter_id!r}"
@@ -243,6 +242,8 @@ class KvpService:
 
     def _host_text(self, raw: bytes, pool: KvpPool, key: bytes) -> bytes:
         """``raw`` as the kernel can convert it: valid UTF-8 (it aborts otherwise)."""
+        if raw.isascii():
+            return raw  # the usual case, checked without decoding
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -252,11 +253,6 @@ class KvpService:
             )
             return raw.decode("utf-8", errors="replace").encode("utf-8")
         return raw
-
-
-def normalise_mac(text: str) -> str:
-    """'00-15-5d-01-02-03' and '00:15:5D:01:02:03' compare equal."""
-    return text.strip().upper().replace("-", ":")
 
 
 def _join_within(items: Sequence[str], separator: str, limit: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Protocol
 
@@ -85,6 +86,19 @@ class NetInfo(Protocol):
         """The NIC whose VMBus device_id ("{guid}") matches, case-insensitively."""
         ...
 
+    def match_mac(self, adapter_id: str) -> Sequence[Nic]:
+        """Every NIC whose MAC has ``mac_key(adapter_id)``, by index (a VF may share it)."""
+        ...
+
+
+def mac_key(text: str) -> str:
+    """A MAC address reduced for comparison: no blanks, no ':'/'-' separators, upper case.
+
+    "00-15-5d-01-02-03", "00:15:5D:01:02:03" and "00155D010203" have the same
+    key. The one rule every NetInfo adapter uses (exact match, never a prefix: S11).
+    """
+    return text.strip().replace(":", "").replace("-", "").upper()
+
 
 @dataclass(frozen=True, slots=True)
 class OsFacts:
@@ -129,4 +143,188 @@ class IpConfigurator(Protocol):
 
     def apply(self, settings: IpSettings) -> None:
         """Make ``settings`` the interface's configuration."""
+        ...
+
+
+# --- VSS (freeze/thaw) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One line of /proc/self/mountinfo, plus what sysfs says about its block device."""
+
+    mountpoint: str
+    #: The mount source ("/dev/sda1", "tmpfs", "server:/export").
+    source: str
+    fstype: str
+    #: "major:minor" of the superblock: mounts sharing it are one filesystem.
+    device: str
+    #: Mounted read-only (per-mount or superblock "ro").
+    read_only: bool = False
+    #: The block device is a loop device or stacked on one (sysfs slaves/).
+    on_loop: bool = False
+
+
+class MountSource(Protocol):
+    """The guest's current mounts, in mount order (replaces the getmntent() walk)."""
+
+    def mounts(self) -> Sequence[Mount]:
+        """Every mount, as the kernel lists them."""
+        ...
+
+
+class FreezeOutcome(Enum):
+    """What one FIFREEZE / FITHAW did; failures raise ``OperationFailed`` instead."""
+
+    #: The filesystem was frozen (FIFREEZE) or thawed (FITHAW) by this call.
+    DONE = "done"
+    #: FIFREEZE: EBUSY, it was frozen already; FITHAW: EINVAL, it was not frozen.
+    ALREADY = "already"
+
+
+class Freezer(Protocol):
+    """FIFREEZE / FITHAW on a mount point; ``OperationFailed`` says which and why."""
+
+    def freeze(self, mountpoint: str) -> FreezeOutcome:
+        """Freeze the filesystem mounted at ``mountpoint``."""
+        ...
+
+    def thaw(self, mountpoint: str) -> FreezeOutcome:
+        """Thaw the filesystem mounted at ``mountpoint``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenRecord:
+    """What a freeze may have left behind: mounts to thaw and hooks owed a "thaw"."""
+
+    mountpoints: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()
+
+
+class FrozenJournal(Protocol):
+    """A record, kept off the frozen filesystems, of what may be frozen right now.
+
+    Written before the first hook or FIFREEZE so that a daemon killed while
+    frozen leaves behind exactly what `hvguest vss thaw` has to undo.
+    """
+
+    def record(self, record: FrozenRecord) -> None:
+        """Remember ``record`` (replacing any earlier one), durably, before returning."""
+        ...
+
+    def recorded(self) -> FrozenRecord | None:
+        """What the last ``record`` remembered, or None."""
+        ...
+
+    def clear(self) -> None:
+        """Forget the record (everything is thawed)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HookSet:
+    """The hooks found, in name order, and the ones refused with their reason."""
+
+    hooks: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HookResult:
+    """How one hook run ended: ``ok`` if it exited 0 in time; ``detail`` says why not."""
+
+    hook: str
+    ok: bool
+    detail: str = ""
+
+
+class HookRunner(Protocol):
+    """The VSS hook directory: discovery and one run of one hook."""
+
+    def discover(self) -> HookSet:
+        """The usable hooks, sorted by name, and the refused ones."""
+        ...
+
+    def run(self, hook: str, phase: str) -> HookResult:
+        """Run ``hook`` with the single argument ``phase`` under the hook timeout."""
+        ...
+
+
+# --- FCOPY (host-to-guest file copy) ---------------------------------------------------
+
+
+class EntryKind(Enum):
+    """What a name in a destination directory is (lstat, never following a link)."""
+
+    MISSING = "missing"
+    FILE = "regular file"
+    SYMLINK = "symbolic link"
+    #: A directory, device, FIFO or socket: never replaced by a copy.
+    OTHER = "not a regular file"
+
+
+class CopyTarget(Protocol):
+    """A copy in progress: a temporary file next to its final name.
+
+    Failures raise ``OperationFailed`` (ENOSPC/EDQUOT -> HV_ERROR_DISK_FULL).
+    After ``commit`` or ``discard`` the target is finished and must not be used.
+    """
+
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        """Write all of ``data`` at ``offset`` (one pwrite in the normal case)."""
+        ...
+
+    def commit(self, *, replace: bool) -> None:
+        """Make the file durable and give it its final name.
+
+        Without ``replace`` a file that appeared under the final name
+        meanwhile is kept and ``OperationFailed(HV_ERROR_ALREADY_EXISTS)``
+        is raised; the temporary file is removed in every failure case.
+        """
+        ...
+
+    def discard(self) -> None:
+        """Remove the temporary file; never fails (the copy is being abandoned)."""
+        ...
+
+
+class DestinationDir(Protocol):
+    """A destination directory opened without following symbolic links."""
+
+    def entry_kind(self, name: str) -> EntryKind:
+        """What ``name`` is in this directory right now."""
+        ...
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer could still use on this filesystem."""
+        ...
+
+    def create_temp(self, final_name: str) -> CopyTarget:
+        """A new, empty temporary file that will become ``final_name``."""
+        ...
+
+    def close(self) -> None:
+        """Release the directory (targets created from it stay usable)."""
+        ...
+
+
+class FileSink(Protocol):
+    """Where FCOPY writes files (replaces the open/pwrite/close of hv_fcopy_daemon.c)."""
+
+    def resolve(self, path: str) -> str:
+        """``path`` with every symbolic link of its existing part resolved (realpath)."""
+        ...
+
+    def open_directory(self, path: str, *, create_missing: bool) -> DestinationDir:
+        """Open the absolute ``path`` component by component, never through a symlink.
+
+        Missing components are created (mode 0755) if ``create_missing``;
+        otherwise, or for a symlink or non-directory on the way,
+        ``OperationFailed(HV_E_FAIL)`` names the component.
+        """
+        ...
+
+    def cleanup_leftovers(self) -> Sequence[str]:
+        """Remove temporary files a crashed daemon left; the paths removed."""
         ...

@@ -7,6 +7,7 @@ is tested is exactly what a unit would start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -77,6 +78,109 @@ def kvp_daemon(
         try:
             if wait:
                 sim.wait_registered(timeout=STEP_TIMEOUT)
+            yield daemon
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=STEP_TIMEOUT)
+            notify.close()
+
+
+@contextmanager
+def vss_daemon(
+    tmp_path: Path,
+    *,
+    config: str = "",
+    reply_timeout: float = 5.0,
+    freeze_timeout: float = 30.0,
+    wait: bool = True,
+) -> Iterator[RunningDaemon]:
+    """`python -m hvguest vss -n` against a simulator serving only /dev/vmbus/hv_vss.
+
+    ``config`` continues the ``[vss]`` table (give tests' include_mounts here);
+    the state file goes to ``tmp_path/run`` and hooks default to ``tmp_path/hooks``.
+    """
+    run_dir = tmp_path / "run"
+    config_path = tmp_path / "hvguest.toml"
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    with Simulator(
+        tmp_path / "dev",
+        reply_timeout=reply_timeout,
+        services=("vss",),
+        vss_freeze_timeout=freeze_timeout,
+    ) as sim:
+        hooks = "" if "hooks_dir" in config else f'hooks_dir = "{tmp_path / "hooks"}"\n'
+        config_path.write_text(
+            f'[paths]\nrun = "{run_dir}"\n[vss]\ndevice = "{sim.device_path("vss")}"\n'
+            + hooks
+            + config,
+            encoding="utf-8",
+        )
+        env = dict(os.environ, HVGUEST_CONFIG=str(config_path), NOTIFY_SOCKET=str(notify_path))
+        log_path = tmp_path / "daemon.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "hvguest", "vss", "-n"], env=env, stderr=log_file
+            )
+        daemon = RunningDaemon(sim, process, run_dir, log_path, notify)
+        try:
+            if wait:
+                sim.wait_registered(timeout=STEP_TIMEOUT, name="vss")
+            yield daemon
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=STEP_TIMEOUT)
+            notify.close()
+
+
+@contextmanager
+def fcopy_daemon(
+    tmp_path: Path,
+    *,
+    config: str = "",
+    reply_timeout: float = 5.0,
+    wait: bool = True,
+    sim: Simulator | None = None,
+    flavour: str = "auto",
+) -> Iterator[RunningDaemon]:
+    """`python -m hvguest fcopy -n` against a simulator serving /dev/vmbus/hv_fcopy.
+
+    ``config`` continues the ``[fcopy]`` table (allowed_dirs, file_mode...);
+    the temp-file journal goes to ``tmp_path/run`` (``state_dir`` of the
+    result), ``[paths] sys`` to an empty ``tmp_path/sys`` so "auto" finds
+    only the char device. Pass ``sim`` to restart a daemon on the same
+    simulator (the kill -9 tests); otherwise a new one is started.
+    """
+    run_dir = tmp_path / "run"
+    config_path = tmp_path / "hvguest.toml"
+    notify_path = tmp_path / "notify.sock"
+    notify_path.unlink(missing_ok=True)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    (tmp_path / "sys").mkdir(exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if sim is None:
+            sim = stack.enter_context(
+                Simulator(tmp_path / "dev", reply_timeout=reply_timeout, services=("fcopy",))
+            )
+        config_path.write_text(
+            f'[paths]\nrun = "{run_dir}"\nsys = "{tmp_path / "sys"}"\n'
+            f'[fcopy]\ndevice = "{sim.device_path("fcopy")}"\nflavour = "{flavour}"\n' + config,
+            encoding="utf-8",
+        )
+        env = dict(os.environ, HVGUEST_CONFIG=str(config_path), NOTIFY_SOCKET=str(notify_path))
+        log_path = tmp_path / "daemon.log"
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "hvguest", "fcopy", "-n"], env=env, stderr=log_file
+            )
+        daemon = RunningDaemon(sim, process, run_dir, log_path, notify)
+        try:
+            if wait:
+                sim.wait_registered(timeout=STEP_TIMEOUT, name="fcopy")
             yield daemon
         finally:
             if process.poll() is None:

@@ -163,6 +163,8 @@ class VmbusChannel:
         self._ring: deque[tuple[bytes, int]] = deque()
         self._waiting: dict[int, _Request] = {}
         self._next_request_id = 0
+        #: Answer callbacks of packets posted without a waiting thread (:meth:`post`).
+        self._on_answer: dict[int, Callable[[bytes | None], None]] = {}
 
     @property
     def pending_packets(self) -> int:
@@ -179,6 +181,10 @@ class VmbusChannel:
 
     def send_packet(self, data: bytes, request_id: int) -> None:
         """Guest side: an answer; a request nobody waits for any more is dropped."""
+        on_answer = self._on_answer.pop(request_id, None)
+        if on_answer is not None:
+            on_answer(data)
+            return
         request = self._waiting.pop(request_id, None)
         if request is not None:
             request.reply = data
@@ -188,10 +194,30 @@ class VmbusChannel:
         """vmbus_close(): unread packets are lost and every waiting request aborts."""
         self.is_open = False
         self._ring.clear()
+        posted, self._on_answer = self._on_answer, {}
+        for on_answer in posted.values():
+            on_answer(None)
         for request in self._waiting.values():
             request.aborted = True
             request.done.set()
         self._waiting.clear()
+
+    def post(self, packet: bytes, on_answer: Callable[[bytes | None], None]) -> None:
+        """Host side without a waiting thread: queue ``packet``, raise the interrupt.
+
+        ``on_answer`` runs under the simulator lock, in whichever thread the
+        guest answers from, with the answer (None if the channel closes
+        first); it may post the next packet. For bulk transfers, where a
+        thread switch per packet would cost more than the guest's work.
+        """
+        with self._lock:
+            if not self.is_open:
+                raise HostAbortedError(f"the {self.name} channel is closed")
+            self._next_request_id += 1
+            self._on_answer[self._next_request_id] = on_answer
+            self._ring.append((packet, self._next_request_id))
+            if self.interrupt is not None:
+                self.interrupt()
 
     def reopen(self) -> None:
         """vmbus_open() after a resume or a re-offer."""
@@ -268,6 +294,10 @@ class FakeHost:
         self.default_timeout = default_timeout
         self._channels = channels
         self._transaction = 0
+
+    def channel(self, service: str) -> VmbusChannel:
+        """The channel of ``service``, for bulk helpers that :meth:`VmbusChannel.post`."""
+        return self._channels[service]
 
     def transact(
         self,

@@ -23,6 +23,10 @@ serves until SIGTERM/SIGINT. The control socket takes one JSON object per line
 line (``{"ok": true, "result": ...}``); :class:`ControlClient` speaks it. Ops:
 the ``kvp_*`` host helpers, ``destroy``, ``suspend``, ``inject_write_error``,
 ``wait_registered``, ``state`` and ``wait_state`` (keyword arguments as in Python).
+``--services kvp,vss`` offers more devices (each announced as ``<name> <path>``);
+VSS adds the ops ``vss_freeze``, ``vss_thaw``, ``vss_hot_backup`` and
+``vss_request`` (whose VSS operation travels as ``operation``), and
+``--vss-freeze-timeout`` shortens the driver's 900 s FREEZE timeout.
 """
 
 from __future__ import annotations
@@ -46,11 +50,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from hvguest.abi.constants import HV_UTIL_TIMEOUT
+from hvguest.abi.constants import HV_UTIL_TIMEOUT, VSS_FREEZE_TIMEOUT
 from hvguest.errors import HvError
+from hvguest.testing import fcopy_host, vss_host
+from hvguest.testing.fcopy_kernel import FcopyKernel
 from hvguest.testing.host import FakeHost, HostError, VmbusChannel
 from hvguest.testing.kvp_kernel import KvpKernel
 from hvguest.testing.transport import Timer, Timers, TransportMode, UtilState, UtilsTransport
+from hvguest.testing.vss_kernel import VssKernel
 from hvguest.testing.wire import (
     MAX_DATAGRAM,
     TAG_CONSUMED,
@@ -112,6 +119,33 @@ def _make_kvp(
 
 #: Kernel services by device name; VSS and FCOPY slot in here.
 SERVICES: Final[dict[str, ServiceFactory]] = {"kvp": _make_kvp}
+
+
+def _make_vss(
+    transport: UtilsTransport,
+    channel: VmbusChannel,
+    timers: Timers,
+    reply_timeout: float,
+    on_state: Callable[[UtilState], None],
+) -> SimulatedService:
+    # The FREEZE timeout is set by Simulator._offer (vss_freeze_timeout).
+    return VssKernel(transport, channel, timers, reply_timeout=reply_timeout, on_state=on_state)
+
+
+SERVICES["vss"] = _make_vss
+
+
+def _make_fcopy(
+    transport: UtilsTransport,
+    channel: VmbusChannel,
+    timers: Timers,
+    reply_timeout: float,
+    on_state: Callable[[UtilState], None],
+) -> SimulatedService:
+    return FcopyKernel(transport, channel, timers, reply_timeout=reply_timeout, on_state=on_state)
+
+
+SERVICES["fcopy"] = _make_fcopy
 
 
 class _Timer:
@@ -204,12 +238,15 @@ class Simulator:
         reply_timeout: float = HV_UTIL_TIMEOUT,
         host_timeout: float | None = None,
         services: Sequence[str] = ("kvp",),
+        vss_freeze_timeout: float = VSS_FREEZE_TIMEOUT,
     ) -> None:
         unknown = set(services) - SERVICES.keys()
         if unknown:
             raise ValueError(f"no simulated kernel service for {sorted(unknown)}")
         self.directory = Path(directory)
         self.reply_timeout = reply_timeout
+        #: Seconds the simulated VSS driver waits for a FREEZE reply (others: reply_timeout).
+        self.vss_freeze_timeout = vss_freeze_timeout
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._timers = _TimerQueue(self._timer_armed)
@@ -439,6 +476,8 @@ class Simulator:
         service = SERVICES[name](
             transport, channel, self._timers, self.reply_timeout, self._state_changed
         )
+        if isinstance(service, VssKernel):
+            service.freeze_timeout = self.vss_freeze_timeout
         device = _Device(name, path, listener, transport, service)
         self._devices[name] = device
         channel.interrupt = service.on_channel_callback
@@ -552,6 +591,20 @@ _HOST_OPS: Final = frozenset(
 )
 
 
+def _vss_request(host: FakeHost, operation: int, **args: Any) -> object:
+    # `op` names the control op itself, so the VSS operation travels as `operation`.
+    return vss_host.vss_request(host, operation, **args)
+
+
+#: VSS host helpers (hvguest.testing.vss_host) callable over the control socket.
+_VSS_HOST_OPS: Final[dict[str, Callable[..., object]]] = {
+    "vss_freeze": vss_host.vss_freeze,
+    "vss_thaw": vss_host.vss_thaw,
+    "vss_hot_backup": vss_host.vss_hot_backup,
+    "vss_request": _vss_request,
+}
+
+
 def _to_json(value: object) -> object:
     """Host answers as JSON: dataclasses become objects, raw payloads are left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -566,6 +619,10 @@ def _to_json(value: object) -> object:
 
 
 def _dispatch(sim: Simulator, op: str, args: dict[str, Any]) -> object:
+    if op in _VSS_HOST_OPS:
+        return _to_json(_VSS_HOST_OPS[op](sim.host, **args))
+    if op in fcopy_host.CONTROL_OPS:  # bytes arguments travel as hex strings
+        return fcopy_host.CONTROL_OPS[op](sim.host, **args)
     if op in _HOST_OPS:
         return _to_json(getattr(sim.host, op)(**args))
     if op == "destroy":
@@ -686,6 +743,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=float(HV_UTIL_TIMEOUT),
         help="seconds the simulated kernel waits for a daemon reply (default 30)",
     )
+    parser.add_argument(
+        "--services",
+        default="kvp",
+        help="comma-separated devices to offer (default kvp; e.g. kvp,vss)",
+    )
+    parser.add_argument(
+        "--vss-freeze-timeout",
+        type=float,
+        default=float(VSS_FREEZE_TIMEOUT),
+        help="seconds the simulated VSS driver waits for a FREEZE reply (default 900)",
+    )
     return parser.parse_args(argv)
 
 
@@ -705,9 +773,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = {signal.SIGTERM, signal.SIGINT}
     with (
         _signals_blocked(stop),
-        Simulator(args.dir, reply_timeout=args.reply_timeout) as sim,
+        Simulator(
+            args.dir,
+            reply_timeout=args.reply_timeout,
+            services=tuple(args.services.split(",")),
+            vss_freeze_timeout=args.vss_freeze_timeout,
+        ) as sim,
         ControlServer(sim, args.dir / "control") as control,
     ):
+        for name in args.services.split(","):
+            if name != "kvp":
+                sys.stdout.write(f"{name} {sim.device_path(name)}\n")
         sys.stdout.write(f"kvp {sim.kvp_device_path}\ncontrol {control.path}\nready\n")
         sys.stdout.flush()
         signal.sigwait(stop)

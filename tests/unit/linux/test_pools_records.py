@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from hvguest.abi.constants import HvStatus
 from hvguest.errors import OperationFailed
+from hvguest.linux.errno_status import status_for_errno
 from hvguest.linux.pools import (
     RECORD_SIZE,
     Piece,
@@ -27,7 +28,6 @@ from hvguest.linux.pools import (
     page_cut,
     plan_append,
     plan_overwrite,
-    status_for_errno,
 )
 
 PAGE = 4096

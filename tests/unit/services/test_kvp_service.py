@@ -20,8 +20,8 @@ from hvguest.protocol.kvp import (
     KvpStatus,
     KvpValue,
 )
-from hvguest.services.kvp import AUTO_POOL_KEYS, UNKNOWN_VERSION, KvpService, normalise_mac
-from hvguest.services.ports import Nic, NicAddress
+from hvguest.services.kvp import AUTO_POOL_KEYS, UNKNOWN_VERSION, KvpService
+from hvguest.services.ports import Nic, NicAddress, mac_key
 from hvguest.testing.fakes.ipconfig import FakeIpConfigurator
 from hvguest.testing.fakes.net import FakeNetInfo, FakeOsInfo
 from hvguest.testing.fakes.pools import FakePoolStore
@@ -241,5 +241,10 @@ def test_set_ip_info_is_refused_when_injection_is_off() -> None:
     assert failure.value.status == HvStatus.E_FAIL
 
 
-def test_normalise_mac_accepts_dashes_and_lower_case() -> None:
-    assert normalise_mac(" 00-15-5d-01-02-0a ") == "00:15:5D:01:02:0A"
+@pytest.mark.parametrize("spelling", [" 00-15-5d-01-02-0a ", "00:15:5D:01:02:0A", "00155d01020a"])
+def test_mac_key_ignores_case_blanks_and_separators(spelling: str) -> None:
+    assert mac_key(spelling) == "00155D01020A"
+
+
+def test_mac_key_keeps_every_digit_so_a_prefix_never_matches() -> None:
+    assert mac_key("00:15:5D:01:02") != mac_key("00:15:5D:01:02:0A")

@@ -184,3 +184,37 @@ def test_a_write_larger_than_the_protocol_allows_is_enomem(tmp_path: Path) -> No
             dev.write(bytes(wire.MAX_PAYLOAD + 1))
         assert raised.value.errno == errno.ENOMEM
         dev.close()
+
+
+def test_a_result_where_a_message_belongs_is_a_protocol_error(tmp_path: Path) -> None:
+    with fake_kernel(tmp_path) as (path, server):
+        dev = SimulatedDevice(path)
+        server().send(wire.encode_result(0))
+        with pytest.raises(OSError, match="unexpected datagram tag 0x52") as raised:
+            dev.read(100)
+        assert raised.value.errno == errno.EPROTO
+        dev.close()
+
+
+def test_an_open_answer_during_a_write_is_a_protocol_error(tmp_path: Path) -> None:
+    with fake_kernel(tmp_path) as (path, server):
+        dev = SimulatedDevice(path)
+        server().send(wire.encode_open(0))  # queued before the write waits for its result
+        with pytest.raises(OSError, match="unexpected datagram tag 0x4f") as raised:
+            dev.write(b"x")
+        assert raised.value.errno == errno.EPROTO
+        dev.close()
+
+
+def test_a_hangup_while_a_write_waits_is_ebadf_from_then_on(tmp_path: Path) -> None:
+    with fake_kernel(tmp_path) as (path, server):
+        dev = SimulatedDevice(path)
+        server().send(wire.TAG_HANGUP)
+        with pytest.raises(OSError, match=r"\[Errno \d+\]") as raised:
+            dev.write(b"x")
+        assert raised.value.errno == errno.EBADF
+        assert dev.pending()
+        with pytest.raises(OSError, match=r"\[Errno \d+\]") as again:
+            dev.read(100)
+        assert again.value.errno == errno.EBADF
+        dev.close()

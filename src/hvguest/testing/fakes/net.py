@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hvguest.services.ports import IpAddress, Nic, OsFacts
+from hvguest.services.ports import IpAddress, Nic, OsFacts, mac_key
 
 
 class FakeNetInfo:
@@ -72,18 +72,14 @@ class FakeNetInfo:
     def match_mac(self, adapter_id: str) -> list[Nic]:
         """NICs whose MAC equals ``adapter_id``, ignoring case and ':'/'-'."""
         self.calls.append(("match_mac", adapter_id))
-        wanted = _bare_mac(adapter_id)
+        wanted = mac_key(adapter_id)
         if not wanted:
             return []
-        return [nic for nic in self.nics() if _bare_mac(nic.mac) == wanted]
+        return [nic for nic in self.nics() if mac_key(nic.mac) == wanted]
 
 
 def _normalise_guid(text: str) -> str:
     return text.strip().strip("{}").strip().lower()
-
-
-def _bare_mac(text: str) -> str:
-    return text.strip().replace(":", "").replace("-", "").upper()
 
 
 def default_os_facts() -> OsFacts:

@@ -15,6 +15,26 @@
  *   HVSIM_STATE_DIR                    replaces /var/lib/hyperv in every path. When
  *                                      unset, paths under /var/lib/hyperv fail with
  *                                      EACCES, so the real directory is never touched.
+ *   HVSIM_MOUNTS, HVSIM_MOUNTINFO      files opened instead of the mount table
+ *                                      (/proc/mounts, /proc/self/mounts, /etc/mtab,
+ *                                      /proc/thread-self/mounts) and of mountinfo
+ *                                      (/proc/self/mountinfo, ...), through setmntent,
+ *                                      fopen and the open family. When unset and
+ *                                      HVSIM_VSS is set, those opens fail with EACCES:
+ *                                      the VSS daemon must never see the real table.
+ *   HVSIM_FREEZE_ALLOW                 ':'-separated mount points on which
+ *                                      ioctl(FIFREEZE) and ioctl(FITHAW) may run; the
+ *                                      fd's path (/proc/self/fd) must equal an entry and
+ *                                      its st_dev the entry's. Everything else fails
+ *                                      with EPERM *before* the real ioctl, and FIFREEZE
+ *                                      on the root filesystem (st_dev of "/") always
+ *                                      does: frozen, it hangs the machine.
+ *   HVSIM_LOG                          when set, a file to which the shim appends one
+ *                                      line per mount-table redirection ("mounts
+ *                                      <asked> -> <opened>") and per freeze/thaw verdict
+ *                                      ("allow|refuse FIFREEZE|FITHAW <path>"), so that
+ *                                      a test can prove the redirection took effect.
+ *                                      Refusals also go to stderr.
  *
  * Wire protocol (one SOCK_SEQPACKET connection per open(), a tag byte first):
  *   server -> client: O<int32 errno>, M<message>, R<int32 result>, H
@@ -34,7 +54,8 @@
  * open after the daemon closes it.
  *
  * Not intercepted, because the reference daemons do not use them on the
- * device: select/epoll, dup/dup2, fcntl, ioctl, mmap. The daemons are
+ * device: select/epoll, dup/dup2, fcntl, mmap. ioctl is intercepted only to
+ * guard FIFREEZE/FITHAW (hv_vss_daemon's vss_operate()). The daemons are
  * single-threaded; the fd table is not locked.
  */
 #define _GNU_SOURCE
@@ -46,6 +67,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
+#include <mntent.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -73,6 +96,21 @@
 #define SMALL_POLL_SET 64
 
 static const char REAL_STATE_DIR[] = "/var/lib/hyperv";
+
+/* Every name under which a daemon can read the mount table (kind 1) or mountinfo (2). */
+struct mount_table_name {
+	const char *path;
+	int kind;
+};
+
+static const struct mount_table_name MOUNT_TABLES[] = {
+	{"/proc/mounts", 1},
+	{"/proc/self/mounts", 1},
+	{"/proc/thread-self/mounts", 1},
+	{"/etc/mtab", 1},
+	{"/proc/self/mountinfo", 2},
+	{"/proc/thread-self/mountinfo", 2},
+};
 
 struct device_name {
 	const char *node;
@@ -124,6 +162,7 @@ static void *real_openat, *real_fopen, *real_fopen64, *real_mkdir, *real_access;
 static void *real_stat, *real_lstat, *real_stat64, *real_lstat64, *real_unlink;
 static void *real_rename, *real_opendir, *real_read, *real_write, *real_pread;
 static void *real_pwrite, *real_close, *real_poll, *real_ppoll;
+static void *real_setmntent, *real_ioctl;
 
 typedef int (*openat_fn)(int, const char *, int, ...);
 typedef FILE *(*fopen_fn)(const char *, const char *);
@@ -141,6 +180,8 @@ typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 typedef int (*close_fn)(int);
 typedef int (*poll_fn)(struct pollfd *, nfds_t, int);
 typedef int (*ppoll_fn)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+typedef FILE *(*setmntent_fn)(const char *, const char *);
+typedef int (*ioctl_fn)(int, unsigned long, ...);
 
 /* --- /var/lib/hyperv -> $HVSIM_STATE_DIR ------------------------------------ */
 
@@ -169,6 +210,132 @@ static const char *redirect(const char *path, char *buffer, size_t size)
 		return NULL;
 	}
 	return buffer;
+}
+
+/* --- VSS safety: the mount table and FIFREEZE ------------------------------- */
+
+/* Append `line` to $HVSIM_LOG (if set); with `also_stderr`, to stderr as well. */
+static void shim_log(const char *line, int also_stderr)
+{
+	const char *log_path = getenv("HVSIM_LOG");
+	size_t length = strlen(line);
+	long ignored = 0;
+	int fd;
+
+	if (also_stderr) {
+		ignored = syscall(SYS_write, STDERR_FILENO, "hv_sim_preload: ", 16);
+		ignored = syscall(SYS_write, STDERR_FILENO, line, length);
+	}
+	(void)ignored;
+	if (!log_path || !*log_path)
+		return;
+	fd = REAL(openat_fn, openat)(AT_FDCWD, log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+				     0600);
+	if (fd < 0)
+		return;
+	ignored = REAL(write_fn, write)(fd, line, length);
+	REAL(close_fn, close)(fd);
+}
+
+static int mount_table_kind(const char *path)
+{
+	size_t i;
+
+	if (!path)
+		return 0;
+	for (i = 0; i < sizeof(MOUNT_TABLES) / sizeof(MOUNT_TABLES[0]); i++)
+		if (strcmp(path, MOUNT_TABLES[i].path) == 0)
+			return MOUNT_TABLES[i].kind;
+	return 0;
+}
+
+/*
+ * `path` itself when it is not a mount table (or no VSS device is simulated
+ * and no replacement is set), else the replacement file. NULL (errno EACCES)
+ * when a VSS daemon asks for a table that has no replacement.
+ */
+static const char *redirect_mount_table(const char *path)
+{
+	char line[2 * PATH_MAX + 32];
+	int kind = mount_table_kind(path);
+	const char *replacement;
+
+	if (!kind)
+		return path;
+	replacement = getenv(kind == 1 ? "HVSIM_MOUNTS" : "HVSIM_MOUNTINFO");
+	if (replacement && *replacement) {
+		snprintf(line, sizeof(line), "mounts %s -> %s\n", path, replacement);
+		shim_log(line, 0);
+		return replacement;
+	}
+	if (!getenv("HVSIM_VSS"))
+		return path;
+	snprintf(line, sizeof(line), "refuse mounts %s: no replacement table set\n", path);
+	shim_log(line, 1);
+	errno = EACCES;
+	return NULL;
+}
+
+/* Both redirections: the mount table first, then /var/lib/hyperv. */
+static const char *redirect_path(const char *path, char *buffer, size_t size)
+{
+	path = redirect_mount_table(path);
+	return path ? redirect(path, buffer, size) : NULL;
+}
+
+/* Is `path` (the fd's own path) an entry of $HVSIM_FREEZE_ALLOW on the same device? */
+static int on_allow_list(const char *path, dev_t device)
+{
+	const char *allow = getenv("HVSIM_FREEZE_ALLOW");
+	char entry[PATH_MAX];
+	struct stat info;
+	const char *end;
+	size_t length;
+
+	while (allow && *allow) {
+		end = strchr(allow, ':');
+		length = end ? (size_t)(end - allow) : strlen(allow);
+		if (length > 0 && length < sizeof(entry)) {
+			memcpy(entry, allow, length);
+			entry[length] = '\0';
+			if (strcmp(entry, path) == 0 && REAL(stat_fn, stat)(entry, &info) == 0 &&
+			    info.st_dev == device)
+				return 1;
+		}
+		allow = end ? end + 1 : NULL;
+	}
+	return 0;
+}
+
+/* 0 if FIFREEZE/FITHAW may run on `fd`; else -1 with errno EPERM (and a log line). */
+static int guard_freeze(int fd, unsigned long request)
+{
+	const char *name = request == FIFREEZE ? "FIFREEZE" : "FITHAW";
+	char link[64], path[PATH_MAX], line[PATH_MAX + 96];
+	struct stat target, root;
+	const char *reason = NULL;
+	ssize_t length;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	length = readlink(link, path, sizeof(path) - 1);
+	path[length < 0 ? 0 : length] = '\0';
+	if (fstat(fd, &target) != 0 || REAL(stat_fn, stat)("/", &root) != 0)
+		reason = "cannot stat";
+	else if (request == FIFREEZE && target.st_dev == root.st_dev)
+		reason = "the root filesystem is never frozen";
+	else if (length <= 0 || !on_allow_list(path, target.st_dev))
+		reason = "not on HVSIM_FREEZE_ALLOW";
+	if (reason) {
+		snprintf(line, sizeof(line), "refuse %s %s: %s\n", name, path, reason);
+		shim_log(line, 1);
+		errno = EPERM;
+		return -1;
+	}
+	if (getenv("HVSIM_LOG")) {
+		snprintf(line, sizeof(line), "allow %s %s\n", name, path);
+		shim_log(line, 0);
+	}
+	return 0;
 }
 
 /* --- the simulated devices ------------------------------------------------- */
@@ -472,7 +639,7 @@ static int shim_openat(int dirfd, const char *path, int flags, mode_t mode)
 	socket_path = device_socket(path, &is_device);
 	if (is_device)
 		return open_device(socket_path);
-	path = redirect(path, buffer, sizeof(buffer));
+	path = redirect_path(path, buffer, sizeof(buffer));
 	if (!path)
 		return -1;
 	return REAL(openat_fn, openat)(dirfd, path, flags, mode);
@@ -553,7 +720,7 @@ FILE *fopen(const char *path, const char *how)
 {
 	char buffer[PATH_MAX];
 
-	path = redirect(path, buffer, sizeof(buffer));
+	path = redirect_path(path, buffer, sizeof(buffer));
 	return path ? REAL(fopen_fn, fopen)(path, how) : NULL;
 }
 
@@ -561,8 +728,36 @@ FILE *fopen64(const char *path, const char *how)
 {
 	char buffer[PATH_MAX];
 
-	path = redirect(path, buffer, sizeof(buffer));
+	path = redirect_path(path, buffer, sizeof(buffer));
 	return path ? REAL(fopen_fn, fopen64)(path, how) : NULL;
+}
+
+/* hv_vss_daemon reads the table with setmntent("/proc/mounts"); its fopen is internal. */
+FILE *setmntent(const char *path, const char *how)
+{
+	char buffer[PATH_MAX];
+
+	path = redirect_path(path, buffer, sizeof(buffer));
+	return path ? REAL(setmntent_fn, setmntent)(path, how) : NULL;
+}
+
+FILE *__setmntent(const char *path, const char *how)
+{
+	return setmntent(path, how);
+}
+
+/* FIFREEZE/FITHAW only on allow-listed test filesystems, never FIFREEZE on "/". */
+int ioctl(int fd, unsigned long request, ...)
+{
+	va_list arguments;
+	void *argument;
+
+	va_start(arguments, request);
+	argument = va_arg(arguments, void *);
+	va_end(arguments);
+	if ((request == FIFREEZE || request == FITHAW) && guard_freeze(fd, request) != 0)
+		return -1;
+	return REAL(ioctl_fn, ioctl)(fd, request, argument);
 }
 
 int mkdir(const char *path, mode_t mode)

@@ -1,0 +1,127 @@
+"""The VSS hook directory: find trustworthy executables and run one under a timeout.
+
+No C counterpart (hv_vss_daemon has no hooks); modelled on what users asked
+for: qemu-ga's fsfreeze-hook, VMware's backupScripts.d. Each hook is run as
+``<hook> freeze`` before freezing and ``<hook> thaw`` (or ``freeze-fail``)
+after thawing; the order is the service's decision.
+
+As root we run whatever is in the directory, so a hook (and the directory)
+must be owned by root and not writable by group or others; anything else is
+refused with its reason. A hook that outlives its timeout is killed with its
+whole process group, so a stuck database client cannot keep the guest frozen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from hvguest.services.ports import HookResult, HookSet
+
+if TYPE_CHECKING:
+    import subprocess
+
+#: Hook output kept for the log line of a failed hook (the tail of it).
+_OUTPUT_TAIL: Final = 200
+#: Editor and package-manager leftovers that are never hooks.
+_IGNORED_SUFFIXES: Final = ("~", ".dpkg-old", ".dpkg-new", ".dpkg-dist", ".rpmnew", ".rpmsave")
+
+
+def _unsafe(info: os.stat_result, trusted_uid: int) -> str | None:
+    if info.st_uid != trusted_uid:
+        return f"owned by uid {info.st_uid}, not {trusted_uid}"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
+class LinuxHookRunner:
+    """``HookRunner`` over a directory of executables."""
+
+    def __init__(self, directory: Path, timeout: float, *, trusted_uid: int = 0) -> None:
+        self.directory = directory
+        self.timeout = timeout
+        self.trusted_uid = trusted_uid
+
+    def discover(self) -> HookSet:
+        """Executable, safely owned regular files, sorted by name; the rest with a reason."""
+        try:
+            directory_info = self.directory.stat()
+        except FileNotFoundError:
+            return HookSet()
+        except OSError as error:
+            return HookSet(refused=((str(self.directory), f"cannot read: {error.strerror}"),))
+        problem = _unsafe(directory_info, self.trusted_uid)
+        if problem is not None:
+            return HookSet(refused=((str(self.directory), f"hook directory {problem}"),))
+        hooks: list[str] = []
+        refused: list[tuple[str, str]] = []
+        for entry in sorted(self.directory.iterdir(), key=lambda path: path.name):
+            name = entry.name
+            if name.startswith(".") or name.endswith(_IGNORED_SUFFIXES):
+                continue
+            try:
+                info = entry.lstat()
+            except OSError as error:
+                refused.append((name, f"cannot stat: {error.strerror}"))
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                refused.append((name, "not a regular file (symlinks are not followed)"))
+                continue
+            if not info.st_mode & stat.S_IXUSR:
+                refused.append((name, "not executable"))
+                continue
+            problem = _unsafe(info, self.trusted_uid)
+            if problem is not None:
+                refused.append((name, problem))
+                continue
+            hooks.append(name)
+        return HookSet(tuple(hooks), tuple(refused))
+
+    def run(self, hook: str, phase: str) -> HookResult:
+        """``<dir>/<hook> <phase>``; ok if it exits 0 within the timeout."""
+        # Imported on first use: most guests have no hooks, and subprocess
+        # costs the resident daemon about 0.5 MB. Runs before FIFREEZE, so
+        # reading the module cannot block on a frozen disk.
+        import subprocess  # noqa: PLC0415
+
+        path = self.directory / hook
+        try:
+            process = subprocess.Popen(
+                [str(path), phase],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                start_new_session=True,
+            )
+        except OSError as error:
+            return HookResult(hook, ok=False, detail=f"cannot start: {error.strerror}")
+        try:
+            output, _ = process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            return HookResult(hook, ok=False, detail=f"timed out after {self.timeout:g} s; killed")
+        if process.returncode == 0:
+            return HookResult(hook, ok=True)
+        tail = output.decode("utf-8", "replace").strip()[-_OUTPUT_TAIL:]
+        how = (
+            f"killed by signal {-process.returncode}"
+            if process.returncode < 0
+            else f"exit status {process.returncode}"
+        )
+        return HookResult(hook, ok=False, detail=f"{how}: {tail}" if tail else how)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the hook's process group (it is its own session leader) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    # The pipe may stay open in a grandchild that escaped the group; do not wait on it.
+    if process.stdout is not None:
+        process.stdout.close()
+    process.wait()

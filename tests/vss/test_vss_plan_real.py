@@ -1,0 +1,101 @@
+"""The policy against real mounts: loop devices skipped, bind mounts frozen once, plan output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hvguest.abi.constants import HvStatus
+from hvguest.testing.vss_host import vss_freeze, vss_thaw
+from hvguest.testing.zram import loop_filesystem, scratch_filesystems
+
+from .rig import WAIT, VssRig, hvguest, is_frozen, require_zram, toml_list
+
+pytestmark = pytest.mark.root
+
+StartVss = Callable[..., contextlib.AbstractContextManager[VssRig]]
+
+
+def test_loop_device_filesystem_is_skipped(tmp_path: Path, start_vss: StartVss) -> None:
+    require_zram()
+    with (
+        scratch_filesystems(1, tmp_path / "mnt") as (zram,),
+        loop_filesystem(tmp_path / "loop") as loop,
+    ):
+        mounts = [zram.mountpoint, loop.mountpoint]
+        with start_vss(mounts, expect=[zram.mountpoint]) as rig:
+            skipped = {item["mountpoint"]: item["reason"] for item in rig.plan()["skipped"]}
+            assert "loop device" in skipped[str(loop.mountpoint)]
+            assert vss_freeze(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
+            assert is_frozen(zram.mountpoint)
+            assert not is_frozen(loop.mountpoint)
+            assert vss_thaw(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
+            assert not is_frozen(zram.mountpoint)
+
+
+def test_bind_mount_is_frozen_once(tmp_path: Path, start_vss: StartVss) -> None:
+    require_zram()
+    with scratch_filesystems(1, tmp_path / "mnt") as (zram,):
+        bind = tmp_path / "bind"
+        bind.mkdir()
+        subprocess.run(["mount", "--bind", str(zram.mountpoint), str(bind)], check=True)
+        try:
+            with start_vss([zram.mountpoint, bind], expect=[zram.mountpoint]) as rig:
+                skipped = {i["mountpoint"]: i["reason"] for i in rig.plan()["skipped"]}
+                assert skipped[str(bind)].startswith(f"same filesystem as {zram.mountpoint}")
+                assert vss_freeze(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
+                assert is_frozen(bind)
+                assert vss_thaw(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
+                assert not is_frozen(bind)
+                rig.daemon.stop()
+            assert "succeeded (1 filesystem(s)" in rig.daemon.log()
+        finally:
+            subprocess.run(["umount", str(bind)], check=False)
+
+
+def test_plan_text_and_json(tmp_path: Path) -> None:
+    require_zram()
+    with scratch_filesystems(2, tmp_path / "mnt") as filesystems:
+        first, second = (fs.mountpoint for fs in filesystems)
+        config = tmp_path / "plan.toml"
+        config.write_text(
+            f"[vss]\ninclude_mounts = {toml_list([first, second, '/proc'])}\n"
+            f'hooks_dir = "{tmp_path / "hooks"}"\n'
+        )
+        text = hvguest(config, "vss", "plan")
+        assert text.returncode == 0, text.stderr
+        lines = text.stdout.splitlines()
+        assert lines[0] == "Would freeze, in this order:"
+        assert lines[1].split()[:2] == ["1.", str(first)]
+        assert lines[2].split()[:2] == ["2.", str(second)]
+        assert lines[1].endswith(f"ext4 on {filesystems[0].device}")
+        assert "Not frozen:" in lines
+        assert any(line.split()[0] == "/" and "include_mounts" in line for line in lines[4:])
+        assert any(line.split()[0] == "/proc" and "pseudo filesystem" in line for line in lines)
+        assert lines[-1] == f"Hooks in {tmp_path / 'hooks'}: none"
+        document = json.loads(hvguest(config, "vss", "plan", "--json").stdout)
+        assert [item["mountpoint"] for item in document["freeze"]] == [str(first), str(second)]
+        assert document["freeze"][0]["order"] == 1
+        assert document["freeze"][0]["fstype"] == "ext4"
+        assert document["crash_consistent"] is False
+        reasons = {item["mountpoint"]: item["reason"] for item in document["skipped"]}
+        assert reasons["/"] == "not in [vss] include_mounts"
+
+
+def test_demo_freezes_exactly_the_given_filesystems(tmp_path: Path) -> None:
+    from hvguest.daemon.demo_vss import demo_vss
+
+    require_zram()
+    with scratch_filesystems(2, tmp_path / "mnt") as filesystems:
+        lines: list[str] = []
+        mounts = [fs.mountpoint for fs in filesystems]
+        assert demo_vss(lambda _actor, text: lines.append(text), tmp_path / "demo", mounts)
+        assert f"plan: freeze {mounts[0]}, {mounts[1]}" in lines
+        assert f"all of {mounts[0]}, {mounts[1]} frozen" in lines
+        assert "everything thawed" in lines
+        assert not any(is_frozen(mount) for mount in mounts)
