@@ -1,4 +1,7 @@
-"""``python -m bench``: run the KVP benchmark and print the Markdown report.
+"""``python -m bench``: run the KVP, VSS and FCOPY benchmarks and print one Markdown report.
+
+``--services`` picks which (default all three); VSS needs root and zram (it
+freezes only zram filesystems it creates), FCOPY copies into a private tmpfs.
 
 The harness and the simulator run pinned to CPU 0, each daemon pinned to
 CPU 1; pools and sockets live on tmpfs (/dev/shm, or a tmpfs mounted under a
@@ -51,6 +54,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, help="override windows per cell")
     parser.add_argument("--window", type=float, help="override seconds per window")
     parser.add_argument("--output", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--services",
+        default="kvp,vss,fcopy",
+        help="comma-separated services to measure (default: kvp,vss,fcopy)",
+    )
     return parser.parse_args(argv)
 
 
@@ -105,8 +113,36 @@ def _cpu_model() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; 0 on completion whatever the numbers are."""
+    """Run the benchmarks; 0 on completion whatever the numbers are."""
     args = _parse_args(argv)
+    services = {name.strip() for name in args.services.split(",") if name.strip()}
+    unknown = services - {"kvp", "vss", "fcopy"}
+    if unknown:
+        print(f"unknown service(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    sections: list[str] = []
+    if "kvp" in services:
+        code = _run_kvp(args)
+        if isinstance(code, int):
+            return code
+        sections.append(code)
+    if "vss" in services:
+        from bench import vss
+
+        sections.append(vss.run(args.quick, args.vs_reference))
+    if "fcopy" in services:
+        from bench import fcopy
+
+        sections.append(fcopy.run(args.quick, args.vs_reference))
+    text = "\n".join(sections)
+    sys.stdout.write(text)
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _run_kvp(args: argparse.Namespace) -> str | int:
+    """The KVP report, or an exit code when it cannot run."""
     plan = QUICK if args.quick else FULL
     if args.repetitions is not None:
         plan = dataclasses.replace(plan, repetitions=args.repetitions)
@@ -157,11 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finally:
                     shutil.rmtree(disk_root, ignore_errors=True)
                 environment["--disk"] = f"{args.disk} ({_filesystem(args.disk)})"
-        text = Report(runner.results, plan, environment, vs_reference=args.vs_reference).render()
-    sys.stdout.write(text)
-    if args.output is not None:
-        args.output.write_text(text, encoding="utf-8")
-    return 0
+        return Report(runner.results, plan, environment, vs_reference=args.vs_reference).render()
 
 
 def _filesystem(directory: Path) -> str:

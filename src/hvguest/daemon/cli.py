@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_fcopy_command(args)
     from hvguest.daemon.demo import run_demo
 
-    return run_demo()
+    return run_demo(vss_fs=tuple(args.vss_fs))
 
 
 _KVP_SHORT = {"n": "no-daemon", "d": "debug"}
@@ -162,7 +162,17 @@ def _build_parser() -> argparse.ArgumentParser:
     from hvguest.daemon.fcopy_cli import add_fcopy_parser
 
     add_fcopy_parser(commands)
-    commands.add_parser("demo", help="play a host session against the simulator (no root needed)")
+    demo = commands.add_parser(
+        "demo", help="play host sessions (KVP, VSS, FCOPY) against the simulator (no root needed)"
+    )
+    demo.add_argument(
+        "--vss-fs",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="MOUNT",
+        help="freeze this test mount for real in the VSS step (root; repeatable; never /)",
+    )
     return parser
 
 

@@ -1,8 +1,11 @@
 """`hvguest demo`: a host session against the simulator, printed as a transcript.
 
 Needs no root and no Hyper-V: the simulator plays the kernel and the host on a
-Unix socket, and the real daemon (`python -m hvguest kvp -n`) runs as a child
-process with its state in a temporary directory.
+Unix socket, and the real daemons (`python -m hvguest kvp|vss|fcopy -n`) run
+as child processes with their state in a temporary directory. The VSS step
+runs crash-consistent (nothing is frozen) unless ``--vss-fs`` names mounts
+to freeze for real; the FCOPY step copies a file with a non-ASCII name into
+the temporary directory.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -34,43 +38,74 @@ def _say(actor: str, text: str) -> None:
     print(f"[{actor:6}] {text}", flush=True)
 
 
-def run_demo() -> int:
-    """Play the session; returns 0 when every step got the expected answer."""
+def run_demo(vss_fs: Sequence[Path] = ()) -> int:
+    """Play the sessions; returns 0 when every step got the expected answer."""
     with tempfile.TemporaryDirectory(prefix="hvguest-demo-") as scratch:
         root = Path(scratch)
-        state = root / "state"
-        config = root / "hvguest.toml"
-        with Simulator(root / "dev") as sim:
-            config.write_text(
-                "[kvp]\n"
-                f'device = "{sim.kvp_device_path}"\n'
-                f'state_dir = "{state}"\n'
-                "ip_injection = false\n",
-                encoding="utf-8",
+        code = _kvp_demo(root)
+        print("\n--- VSS: freeze and thaw for a host backup ---\n")
+        vss_ok = _vss_step(root, vss_fs)
+        print("\n--- FCOPY: host-to-guest file copy (Copy-VMFile) ---\n")
+        fcopy_ok = _fcopy_step(root)
+        failed = [
+            name
+            for name, ok in (("KVP", code == 0), ("VSS", vss_ok), ("FCOPY", fcopy_ok))
+            if not ok
+        ]
+        verdict = "every service answered as expected"
+        if failed:
+            verdict = "failed: " + ", ".join(failed)
+        print(f"\n{verdict}")
+        return 0 if not failed else 1
+
+
+def _vss_step(root: Path, vss_fs: Sequence[Path]) -> bool:
+    from hvguest.daemon.demo_vss import demo_vss
+
+    return demo_vss(_say, root, vss_fs)
+
+
+def _fcopy_step(root: Path) -> bool:
+    from hvguest.daemon.demo_fcopy import demo_fcopy
+
+    return demo_fcopy(_say, root)
+
+
+def _kvp_demo(root: Path) -> int:
+    """The KVP session (the daemon's log follows the transcript)."""
+    state = root / "state"
+    config = root / "hvguest.toml"
+    with Simulator(root / "dev") as sim:
+        config.write_text(
+            "[kvp]\n"
+            f'device = "{sim.kvp_device_path}"\n'
+            f'state_dir = "{state}"\n'
+            "ip_injection = false\n",
+            encoding="utf-8",
+        )
+        env = dict(os.environ, HVGUEST_CONFIG=str(config))
+        print("hvguest demo: a Hyper-V host session played against the simulator\n")
+        _say("sim", f"simulated /dev/vmbus/hv_kvp at {sim.kvp_device_path}")
+        started = time.monotonic()
+        daemon_log = root / "daemon.log"
+        with daemon_log.open("wb") as log_file:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "hvguest", "kvp", "-n"], env=env, stderr=log_file
             )
-            env = dict(os.environ, HVGUEST_CONFIG=str(config))
-            print("hvguest demo: a Hyper-V host session played against the simulator\n")
-            _say("sim", f"simulated /dev/vmbus/hv_kvp at {sim.kvp_device_path}")
-            started = time.monotonic()
-            daemon_log = root / "daemon.log"
-            with daemon_log.open("wb") as log_file:
-                daemon = subprocess.Popen(
-                    [sys.executable, "-m", "hvguest", "kvp", "-n"], env=env, stderr=log_file
-                )
-            try:
-                code = _session(sim, daemon, env, state, started)
-            finally:
-                if daemon.poll() is None:
-                    daemon.send_signal(signal.SIGTERM)
-                    try:
-                        daemon.wait(timeout=_STEP_TIMEOUT)
-                    except subprocess.TimeoutExpired:
-                        daemon.kill()
-                        daemon.wait()
-            print("\ndaemon log (stderr):")
-            for line in daemon_log.read_text(encoding="utf-8", errors="replace").splitlines():
-                print(f"  {line}")
-            return code
+        try:
+            code = _session(sim, daemon, env, state, started)
+        finally:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(timeout=_STEP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait()
+        print("\ndaemon log (stderr):")
+        for line in daemon_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            print(f"  {line}")
+        return code
 
 
 def _session(
