@@ -65,10 +65,10 @@ from hvguest.testing.transport import (
     ICMSGTYPE_NEGOTIATE,
     KVP_RECV_BUFFER_SIZE,
     GuestChannel,
-    Timer,
     Timers,
     UtilState,
     UtilsTransport,
+    UtilTransaction,
     mark_response,
     prep_negotiate_resp,
 )
@@ -95,7 +95,7 @@ _U32: Final = struct.Struct("<I")
 _I32: Final = struct.Struct("<i")
 
 
-class FcopyKernel:
+class FcopyKernel(UtilTransaction):
     """drivers/hv/hv_fcopy.c: the fcopy_transaction state machine and its conversions."""
 
     def __init__(
@@ -107,31 +107,16 @@ class FcopyKernel:
         reply_timeout: float = HV_UTIL_TIMEOUT,
         on_state: Callable[[UtilState], None] | None = None,
     ) -> None:
-        self.reply_timeout = reply_timeout
         #: dm_reg_value: the version the daemon registered with (None before any).
         self.daemon_version: int | None = None
-        self._transport = transport
-        self._channel = channel
-        self._timers = timers
-        self._on_state = on_state
-        self._state = UtilState.DEVICE_INIT
-        self._recv_buffer = bytearray(FCOPY_RECV_BUFFER_SIZE)
-        self._recv_view = memoryview(self._recv_buffer)
-        self._recv_len = 0
-        self._recv_request_id = 0
-        self._timeout: Timer | None = None
-        transport.service = self
-
-    @property
-    def state(self) -> UtilState:
-        """fcopy_transaction.state."""
-        return self._state
-
-    @state.setter
-    def state(self, value: UtilState) -> None:
-        self._state = value
-        if self._on_state is not None:
-            self._on_state(value)
+        super().__init__(
+            transport,
+            channel,
+            timers,
+            reply_timeout=reply_timeout,
+            recv_buffer_size=FCOPY_RECV_BUFFER_SIZE,
+            on_state=on_state,
+        )
 
     # --- transport callbacks (fcopy_on_msg, fcopy_on_reset) -----------------
 

@@ -64,10 +64,10 @@ from hvguest.testing.transport import (
     ICMSGTYPE_NEGOTIATE,
     KVP_RECV_BUFFER_SIZE,
     GuestChannel,
-    Timer,
     Timers,
     UtilState,
     UtilsTransport,
+    UtilTransaction,
     mark_response,
     prep_negotiate_resp,
 )
@@ -171,7 +171,7 @@ def c_string(data: bytes, offset: int) -> bytes:
     return data[offset:] if end < 0 else data[offset:end]
 
 
-class KvpKernel:
+class KvpKernel(UtilTransaction):
     """drivers/hv/hv_kvp.c: the kvp_transaction state machine and its conversions."""
 
     def __init__(
@@ -183,31 +183,16 @@ class KvpKernel:
         reply_timeout: float = HV_UTIL_TIMEOUT,
         on_state: Callable[[UtilState], None] | None = None,
     ) -> None:
-        self.reply_timeout = reply_timeout
         #: dm_reg_value: the registration op the daemon used (0 before any).
         self.daemon_version = 0
-        self._transport = transport
-        self._channel = channel
-        self._timers = timers
-        self._on_state = on_state
-        self._state = UtilState.DEVICE_INIT
-        self._recv_buffer = bytearray(KVP_RECV_BUFFER_SIZE)
-        self._recv_view = memoryview(self._recv_buffer)
-        self._recv_len = 0
-        self._recv_request_id = 0
-        self._timeout: Timer | None = None
-        transport.service = self
-
-    @property
-    def state(self) -> UtilState:
-        """kvp_transaction.state."""
-        return self._state
-
-    @state.setter
-    def state(self, value: UtilState) -> None:
-        self._state = value
-        if self._on_state is not None:
-            self._on_state(value)
+        super().__init__(
+            transport,
+            channel,
+            timers,
+            reply_timeout=reply_timeout,
+            recv_buffer_size=KVP_RECV_BUFFER_SIZE,
+            on_state=on_state,
+        )
 
     # --- transport callbacks (kvp_on_msg, kvp_on_reset) ---------------------
 

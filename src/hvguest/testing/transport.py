@@ -124,6 +124,61 @@ class Timers(Protocol):
         """Run ``callback`` (under the simulator lock) after ``delay`` seconds."""
 
 
+# --- what every util driver's transaction keeps -----------------------------
+
+
+class UtilTransaction:
+    """The fields kvp_transaction, vss_transaction and fcopy_transaction share.
+
+    A simulated util driver subclasses this and implements the transport
+    callbacks; the state setter reports every change (the simulator wakes
+    waiters on it), and the receive buffer plays the driver's recv_buffer.
+    """
+
+    def __init__(
+        self,
+        transport: UtilsTransport,
+        channel: GuestChannel,
+        timers: Timers,
+        *,
+        reply_timeout: float,
+        recv_buffer_size: int,
+        on_state: Callable[[UtilState], None] | None,
+    ) -> None:
+        #: Seconds the daemon has to answer (HV_UTIL_TIMEOUT unless a test shortens it).
+        self.reply_timeout = reply_timeout
+        self._transport = transport
+        self._channel = channel
+        self._timers = timers
+        self._on_state = on_state
+        self._state = UtilState.DEVICE_INIT
+        self._recv_buffer = bytearray(recv_buffer_size)
+        self._recv_view = memoryview(self._recv_buffer)
+        self._recv_len = 0
+        self._recv_request_id = 0
+        self._timeout: Timer | None = None
+        transport.service = self
+
+    @property
+    def state(self) -> UtilState:
+        """The transaction's hvutil_device_state."""
+        return self._state
+
+    @state.setter
+    def state(self, value: UtilState) -> None:
+        self._state = value
+        if self._on_state is not None:
+            self._on_state(value)
+
+    def on_msg(self, data: bytes) -> int:
+        """The driver's on_msg callback: a daemon write (0 or -errno)."""
+        raise NotImplementedError
+
+    def on_reset(self) -> None:
+        """The driver's on_reset callback: the daemon closed the device."""
+        raise NotImplementedError
+
+
 # --- the transport ----------------------------------------------------------
 
 OnRead = Callable[[], None]

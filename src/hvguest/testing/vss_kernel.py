@@ -63,10 +63,10 @@ from hvguest.testing.transport import (
     ICMSGTYPE_VSS,
     KVP_RECV_BUFFER_SIZE,
     GuestChannel,
-    Timer,
     Timers,
     UtilState,
     UtilsTransport,
+    UtilTransaction,
     mark_response,
     prep_negotiate_resp,
 )
@@ -85,7 +85,7 @@ _U32: Final = struct.Struct("<I")
 _I32: Final = struct.Struct("<i")
 
 
-class VssKernel:
+class VssKernel(UtilTransaction):
     """drivers/hv/hv_snapshot.c: the vss_transaction state machine."""
 
     def __init__(
@@ -98,35 +98,21 @@ class VssKernel:
         freeze_timeout: float = VSS_FREEZE_TIMEOUT,
         on_state: Callable[[UtilState], None] | None = None,
     ) -> None:
-        #: Seconds the daemon has to answer THAW/HOT_BACKUP (HV_UTIL_TIMEOUT).
-        self.reply_timeout = reply_timeout
         #: Seconds the daemon has to answer FREEZE (VSS_FREEZE_TIMEOUT).
         self.freeze_timeout = freeze_timeout
         #: dm_reg_value: the registration op the daemon used (0 before any).
         self.daemon_version = 0
-        self._transport = transport
-        self._channel = channel
-        self._timers = timers
-        self._on_state = on_state
-        self._state = UtilState.DEVICE_INIT
         # Bigger than VSS_MAX_PKT_SIZE so that an oversized packet can be seen
-        # (and dropped) instead of growing the buffer.
-        self._recv_buffer = bytearray(max(KVP_RECV_BUFFER_SIZE, VSS_RECV_BUFFER_SIZE))
-        self._recv_len = 0
-        self._recv_request_id = 0
-        self._timeout: Timer | None = None
-        transport.service = self
-
-    @property
-    def state(self) -> UtilState:
-        """vss_transaction.state."""
-        return self._state
-
-    @state.setter
-    def state(self, value: UtilState) -> None:
-        self._state = value
-        if self._on_state is not None:
-            self._on_state(value)
+        # (and dropped) instead of growing the buffer. reply_timeout covers
+        # THAW and HOT_BACKUP (HV_UTIL_TIMEOUT).
+        super().__init__(
+            transport,
+            channel,
+            timers,
+            reply_timeout=reply_timeout,
+            recv_buffer_size=max(KVP_RECV_BUFFER_SIZE, VSS_RECV_BUFFER_SIZE),
+            on_state=on_state,
+        )
 
     @property
     def host_operation(self) -> int:
