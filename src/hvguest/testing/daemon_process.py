@@ -54,36 +54,56 @@ class RunningDaemon:
 
 
 @contextmanager
-def kvp_daemon(
-    tmp_path: Path, *, reply_timeout: float = 5.0, config: str = "", wait: bool = True
+def _run_daemon(
+    tmp_path: Path,
+    sim: Simulator,
+    service: str,
+    config_text: str,
+    state_dir: Path,
+    *,
+    wait: bool,
 ) -> Iterator[RunningDaemon]:
-    state_dir = tmp_path / "state"
+    """Write the config, start `python -m hvguest <service> -n`, always reap it."""
     config_path = tmp_path / "hvguest.toml"
     notify_path = tmp_path / "notify.sock"
+    notify_path.unlink(missing_ok=True)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
-    with Simulator(tmp_path / "dev", reply_timeout=reply_timeout) as sim:
-        config_path.write_text(
-            f'[kvp]\ndevice = "{sim.kvp_device_path}"\nstate_dir = "{state_dir}"\n'
-            "ip_injection = false\n" + config,
-            encoding="utf-8",
-        )
+    try:
+        notify.bind(str(notify_path))
+        config_path.write_text(config_text, encoding="utf-8")
         env = dict(os.environ, HVGUEST_CONFIG=str(config_path), NOTIFY_SOCKET=str(notify_path))
         log_path = tmp_path / "daemon.log"
-        with log_path.open("wb") as log_file:
+        # Appending keeps the log of a daemon this one replaces (restart tests).
+        with log_path.open("ab") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "hvguest", "kvp", "-n"], env=env, stderr=log_file
+                [sys.executable, "-m", "hvguest", service, "-n"], env=env, stderr=log_file
             )
         daemon = RunningDaemon(sim, process, state_dir, log_path, notify)
         try:
             if wait:
-                sim.wait_registered(timeout=STEP_TIMEOUT)
+                sim.wait_registered(timeout=STEP_TIMEOUT, name=service)
             yield daemon
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=STEP_TIMEOUT)
-            notify.close()
+    finally:
+        notify.close()
+
+
+@contextmanager
+def kvp_daemon(
+    tmp_path: Path, *, reply_timeout: float = 5.0, config: str = "", wait: bool = True
+) -> Iterator[RunningDaemon]:
+    """`python -m hvguest kvp -n` against a simulator; ``config`` continues ``[kvp]``."""
+    state_dir = tmp_path / "state"
+    with Simulator(tmp_path / "dev", reply_timeout=reply_timeout) as sim:
+        text = (
+            f'[kvp]\ndevice = "{sim.kvp_device_path}"\nstate_dir = "{state_dir}"\n'
+            "ip_injection = false\n" + config
+        )
+        with _run_daemon(tmp_path, sim, "kvp", text, state_dir, wait=wait) as daemon:
+            yield daemon
 
 
 @contextmanager
@@ -101,10 +121,6 @@ def vss_daemon(
     the state file goes to ``tmp_path/run`` and hooks default to ``tmp_path/hooks``.
     """
     run_dir = tmp_path / "run"
-    config_path = tmp_path / "hvguest.toml"
-    notify_path = tmp_path / "notify.sock"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
     with Simulator(
         tmp_path / "dev",
         reply_timeout=reply_timeout,
@@ -112,28 +128,13 @@ def vss_daemon(
         vss_freeze_timeout=freeze_timeout,
     ) as sim:
         hooks = "" if "hooks_dir" in config else f'hooks_dir = "{tmp_path / "hooks"}"\n'
-        config_path.write_text(
+        text = (
             f'[paths]\nrun = "{run_dir}"\n[vss]\ndevice = "{sim.device_path("vss")}"\n'
             + hooks
-            + config,
-            encoding="utf-8",
+            + config
         )
-        env = dict(os.environ, HVGUEST_CONFIG=str(config_path), NOTIFY_SOCKET=str(notify_path))
-        log_path = tmp_path / "daemon.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "hvguest", "vss", "-n"], env=env, stderr=log_file
-            )
-        daemon = RunningDaemon(sim, process, run_dir, log_path, notify)
-        try:
-            if wait:
-                sim.wait_registered(timeout=STEP_TIMEOUT, name="vss")
+        with _run_daemon(tmp_path, sim, "vss", text, run_dir, wait=wait) as daemon:
             yield daemon
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=STEP_TIMEOUT)
-            notify.close()
 
 
 @contextmanager
@@ -155,35 +156,15 @@ def fcopy_daemon(
     simulator (the kill -9 tests); otherwise a new one is started.
     """
     run_dir = tmp_path / "run"
-    config_path = tmp_path / "hvguest.toml"
-    notify_path = tmp_path / "notify.sock"
-    notify_path.unlink(missing_ok=True)
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
     (tmp_path / "sys").mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         if sim is None:
             sim = stack.enter_context(
                 Simulator(tmp_path / "dev", reply_timeout=reply_timeout, services=("fcopy",))
             )
-        config_path.write_text(
+        text = (
             f'[paths]\nrun = "{run_dir}"\nsys = "{tmp_path / "sys"}"\n'
-            f'[fcopy]\ndevice = "{sim.device_path("fcopy")}"\nflavour = "{flavour}"\n' + config,
-            encoding="utf-8",
+            f'[fcopy]\ndevice = "{sim.device_path("fcopy")}"\nflavour = "{flavour}"\n' + config
         )
-        env = dict(os.environ, HVGUEST_CONFIG=str(config_path), NOTIFY_SOCKET=str(notify_path))
-        log_path = tmp_path / "daemon.log"
-        with log_path.open("ab") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "hvguest", "fcopy", "-n"], env=env, stderr=log_file
-            )
-        daemon = RunningDaemon(sim, process, run_dir, log_path, notify)
-        try:
-            if wait:
-                sim.wait_registered(timeout=STEP_TIMEOUT, name="fcopy")
+        with _run_daemon(tmp_path, sim, "fcopy", text, run_dir, wait=wait) as daemon:
             yield daemon
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=STEP_TIMEOUT)
-            notify.close()
