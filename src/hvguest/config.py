@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from hvguest.errors import ConfigError
+from hvguest.records import field, record
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/hvguest/hvguest.toml")
 CONFIG_ENV: Final = "HVGUEST_CONFIG"
@@ -25,7 +25,7 @@ CONFIG_ENV: Final = "HVGUEST_CONFIG"
 DEFAULT_EXCLUDE_NICS: Final = ("docker*", "veth*", "br-*", "cni*", "flannel*", "virbr*", "lo")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathsConfig:
     """Roots of the OS trees the adapters read; tests and containers move them."""
 
@@ -36,7 +36,7 @@ class PathsConfig:
     dev: Path = Path("/dev")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpConfig:
     """``[kvp]``: the key/value exchange daemon."""
 
@@ -59,7 +59,7 @@ class KvpConfig:
 DEFAULT_VSS_HOOKS_DIR: Final = Path("/etc/hvguest/vss-hooks.d")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VssConfig:
     """``[vss]``: the freeze/thaw daemon for host backups."""
 
@@ -82,7 +82,7 @@ class VssConfig:
     auto_thaw_after: float = 120.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FcopyConfig:
     """``[fcopy]``: host-to-guest file copy (Copy-VMFile)."""
 
@@ -102,7 +102,7 @@ class FcopyConfig:
     fsync: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Config:
     """The whole file."""
 

@@ -5,7 +5,6 @@ Only this module turns outcomes into exit codes.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from hvguest.config import Config, load_config
 from hvguest.daemon.logs import configure_logging
 from hvguest.daemon.options import OptionError, parse_options
 from hvguest.errors import ConfigError
+from hvguest.records import replace
 
 if TYPE_CHECKING:
     import argparse
@@ -179,10 +179,8 @@ def _build_parser() -> argparse.ArgumentParser:
 def _load(config_path: Path | None, device: Path | None, state_dir: Path | None) -> Config:
     config = load_config(config_path)
     kvp = config.kvp
-    kvp = dataclasses.replace(
-        kvp, device=device or kvp.device, state_dir=state_dir or kvp.state_dir
-    )
-    return dataclasses.replace(config, kvp=kvp)
+    kvp = replace(kvp, device=device or kvp.device, state_dir=state_dir or kvp.state_dir)
+    return replace(config, kvp=kvp)
 
 
 def _run_kvp(

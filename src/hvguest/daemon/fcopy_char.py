@@ -5,22 +5,40 @@ the shared event loop: the device is waited for instead of exiting, a read or
 write error reopens it instead of exiting, and every reopen (the kernel
 failed the open transaction) abandons the open copy so no partial file stays.
 
-A blocking read()-only loop like the C daemon's was measured against this
-one (32 MiB copies, daemon pinned, alternating runs): within the noise of the
-harness (about 5 % less daemon CPU per fragment at best), so the shared loop,
-with its signal and reconnect handling, is kept.
+WRITE_TO_FILE, tens of thousands of times per copy, takes a fast path in
+:class:`FcopyCharRunner`: read without a copy (``read_view`` of the device),
+decoded in place, handed to ``FcopyService.write`` and answered with a
+pre-encoded status (``STATUS_REPLIES``), without the request object, the channel's transition
+checks or the generic dispatch of ``ChannelRunner``; WRITEs already queued
+behind it (the simulated device receives the next one while it waits for a
+write's result) are served in the same call, at most FAST_PATH_BURST of
+them, so that the event loop still sees SIGTERM within milliseconds. Every
+other message, and a WRITE that does not decode, goes the generic way. I/O
+errors close and reopen the device with the same log lines as
+``ChannelRunner``, so statuses and reopen rules are identical either way
+(tests/fcopy/test_fcopy_char_fast_path.py runs both runners side by side).
+
+Measured against the generic runner (bench.fcopy, 256 MiB in 6 KiB
+fragments, daemon pinned, alternating in the same run): about 1.5-2 us less
+daemon CPU per fragment and 5-10 % more MB/s. Tried and dropped, for no
+gain beyond the noise of a shared machine: replying before the pwrite, and
+not waiting for the simulated write's result before the next read.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from hvguest.abi.constants import HvStatus
 from hvguest.config import Config
 from hvguest.daemon.loop import ChannelRunner, EventLoop
 from hvguest.daemon.systemd import notify
-from hvguest.protocol.fcopy import FcopyCodec
+from hvguest.linux.device import Device
+from hvguest.protocol.channel import KernelVersion, Malformed, State
+from hvguest.protocol.fcopy import STATUS_REPLIES, FcopyCodec, decode_write_fragment
 from hvguest.protocol.fcopy_messages import FcopyRequest
 from hvguest.services.fcopy import FcopyService
 
@@ -28,23 +46,128 @@ from hvguest.services.fcopy import FcopyService
 #: length (up to its 8192-byte receive limit), so read more than any of them;
 #: an oversized message is then read whole and answered instead of EINVAL.
 FCOPY_READ_SIZE: Final = 16384
+#: WRITEs served back to back before the event loop gets control again.
+FAST_PATH_BURST: Final = 64
 
 log = logging.getLogger("hvguest.fcopy")
 
 
-def fcopy_char_runner(
-    config: Config, service: FcopyService
-) -> ChannelRunner[FcopyRequest, HvStatus]:
+class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
+    """``ChannelRunner`` for the FCOPY char device, with a WRITE_TO_FILE fast path."""
+
+    def __init__(self, config: Config, service: FcopyService) -> None:
+        super().__init__(
+            name="fcopy",
+            device_path=config.fcopy.device,
+            codec=FcopyCodec(),
+            handle=service.handle,
+            read_size=FCOPY_READ_SIZE,
+            log=log,
+            on_reset=service.reset,
+        )
+        self._write_fragment = service.write
+        # The device's copy-free read if it has one (both of hvguest.linux.device
+        # do; a test double may not), looked up once per opened device.
+        self._reader_of: Device | None = None
+        self._read: Callable[[int], bytes | memoryview] = _no_device
+
+    def service_one(self, now: float) -> None:
+        """Read one message and answer it (see the module docstring)."""
+        device = self.device
+        # Registration (and anything but a registered, idle channel) is the
+        # generic runner's business.
+        if device is None or self.channel.state is not State.IDLE:
+            super().service_one(now)
+            return
+        if device is not self._reader_of:
+            self._reader_of = device
+            self._read = getattr(device, "read_view", device.read)
+        datagram = self._read_or_close(now)
+        if datagram is None:
+            return
+        fragment = decode_write_fragment(datagram)
+        if fragment is not None:
+            datagram = self._serve_writes(device, fragment, now)
+            if datagram is None:
+                return
+        self._serve_other(datagram, now)
+
+    def _read_or_close(self, now: float) -> bytes | memoryview | None:
+        """The next message; None after EINTR (back to the loop) or a failed read (closed)."""
+        try:
+            return self._read(FCOPY_READ_SIZE)
+        except InterruptedError:
+            return None
+        except OSError as error:
+            self.close(now, f"read failed: {_describe(error)}")
+            return None
+
+    def _serve_writes(
+        self, device: Device, fragment: tuple[int, memoryview], now: float
+    ) -> bytes | memoryview | None:
+        """Answer ``fragment`` and the WRITEs queued behind it; the first other message, if read.
+
+        One request, one reply, as the channel demands: each WRITE is
+        answered before anything else is read, so the channel stays IDLE.
+        """
+        write_fragment, replies = self._write_fragment, STATUS_REPLIES
+        budget = FAST_PATH_BURST
+        while True:
+            reply = replies[write_fragment(*fragment)]
+            try:
+                written = device.write(reply)
+            except OSError as error:
+                self.close(now, f"write failed: {_describe(error)}")
+                return None
+            if written != len(reply):
+                self.close(now, f"short write ({written} of {len(reply)} bytes)")
+                return None
+            budget -= 1
+            if not budget or not device.pending():
+                return None
+            datagram = self._read_or_close(now)
+            if datagram is None:
+                return None
+            next_fragment = decode_write_fragment(datagram)
+            if next_fragment is None:
+                return datagram
+            fragment = next_fragment
+
+    def _serve_other(self, datagram: bytes | memoryview, now: float) -> None:
+        """``ChannelRunner.service_one`` after its read: decode, handle, reply."""
+        if not datagram:
+            self.close(now, "read returned no data")
+            return
+        # The channel keeps the request: a copy, not a view of the device's buffer.
+        request = bytes(datagram)
+        event = self.channel.receive(request)
+        if isinstance(event, Malformed):
+            self.log.warning(
+                "%s: malformed message (%d bytes): %s; answering 0x%08X",
+                self.name,
+                len(request),
+                event.error,
+                event.error.status,
+            )
+            self._write(self.channel.reply_failure(event.error.status), now)
+        elif isinstance(event, KernelVersion):  # only ever read while AWAITING_VERSION
+            raise AssertionError("a version answer on a registered channel")
+        else:
+            self._write(self._answer(event), now)
+
+
+def _no_device(_size: int) -> bytes:
+    raise OSError(errno.EBADF, "no device open")
+
+
+def _describe(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno or 0, str(error.errno))
+    return f"{name} ({error.strerror})" if error.strerror else name
+
+
+def fcopy_char_runner(config: Config, service: FcopyService) -> FcopyCharRunner:
     """The channel runner serving ``service`` on ``[fcopy] device``."""
-    return ChannelRunner(
-        name="fcopy",
-        device_path=config.fcopy.device,
-        codec=FcopyCodec(),
-        handle=service.handle,
-        read_size=FCOPY_READ_SIZE,
-        log=log,
-        on_reset=service.reset,
-    )
+    return FcopyCharRunner(config, service)
 
 
 def serve_fcopy_char(config: Config, service: FcopyService) -> int:

@@ -7,14 +7,13 @@ codes: ``-n``/``--no-daemon``; ``-h`` or an unknown option prints the usage
 and exits 1 for hv_fcopy_daemon.c and 234 (``-EINVAL & 0xff``) for
 hv_fcopy_uio_daemon.c (protocol.md 5.1, 6.3).
 
-Kept light: only argparse/getopt at import, the daemon modules load on use.
+Kept light: no argparse, getopt or dataclasses at import (each would stay in
+the daemon's memory for good), the daemon modules load on use.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import getopt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hvguest import __version__
 from hvguest.config import Config, load_config
+from hvguest.daemon.options import OptionError, parse_options
 from hvguest.errors import ConfigError
+from hvguest.records import replace
 
 if TYPE_CHECKING:
     import argparse
@@ -65,7 +66,7 @@ def run_fcopy_command(args: argparse.Namespace) -> int:
     )
 
 
-_LONG_OPTIONS: Final = ["no-daemon", "config=", "device=", "flavour="]
+_LONG_OPTIONS: Final = {name: name for name in ("no-daemon", "config", "device", "flavour")}
 
 
 def run_fcopy_fast(args: Sequence[str]) -> int | None:
@@ -75,15 +76,19 @@ def run_fcopy_fast(args: Sequence[str]) -> int | None:
     good; help, errors and anything unusual still go through argparse.
     """
     try:
-        options, rest = getopt.gnu_getopt(list(args), "n", _LONG_OPTIONS)
-    except getopt.GetoptError:
+        values, rest = parse_options(
+            args,
+            short={"n": "no-daemon"},
+            long=_LONG_OPTIONS,
+            valued=("config", "device", "flavour"),
+        )
+    except OptionError:
         return None
-    values = {name.lstrip("-"): value for name, value in options}
     if rest or values.get("flavour", "auto") not in ("auto", "char", "uio"):
         return None
     return _run(
         config_path=Path(values["config"]) if "config" in values else None,
-        foreground=bool(values.keys() & {"n", "no-daemon"}),
+        foreground="no-daemon" in values,
         device=Path(values["device"]) if "device" in values else None,
         flavour=values.get("flavour"),
     )
@@ -99,10 +104,10 @@ def _run(
         return 1
     fcopy = config.fcopy
     if device is not None:
-        fcopy = dataclasses.replace(fcopy, device=device)
+        fcopy = replace(fcopy, device=device)
     if flavour is not None:
-        fcopy = dataclasses.replace(fcopy, flavour=flavour)
-    config = dataclasses.replace(config, fcopy=fcopy)
+        fcopy = replace(fcopy, flavour=flavour)
+    config = replace(config, fcopy=fcopy)
     return _serve(config, foreground=foreground, ident="HV_FCOPY", program="hvguest")
 
 
@@ -120,12 +125,16 @@ def _drop_in(program: str, argv: Sequence[str] | None, *, usage_exit: int, ident
     args = list(sys.argv[1:] if argv is None else argv)
     usage = _USAGE.format(program=program, version=__version__)
     try:
-        options, _rest = getopt.getopt(args, "nh", ["no-daemon", "help"])
-    except getopt.GetoptError as error:
-        sys.stderr.write(f"{program}: {error.msg}\n{usage}")
+        flags, _operands = parse_options(
+            args,
+            short={"n": "no-daemon", "h": "help"},
+            long={"no-daemon": "no-daemon", "help": "help"},
+            permute=False,
+        )
+    except OptionError as error:
+        sys.stderr.write(f"{program}: {error}\n{usage}")
         return usage_exit
-    flags = {name for name, _value in options}
-    if flags & {"-h", "--help"}:
+    if "help" in flags:
         sys.stderr.write(usage)
         return usage_exit
     try:
@@ -133,9 +142,7 @@ def _drop_in(program: str, argv: Sequence[str] | None, *, usage_exit: int, ident
     except ConfigError as error:
         sys.stderr.write(f"{program}: {error}\n")
         return 1
-    return _serve(
-        config, foreground=bool(flags & {"-n", "--no-daemon"}), ident=ident, program=program
-    )
+    return _serve(config, foreground="no-daemon" in flags, ident=ident, program=program)
 
 
 def _serve(config: Config, *, foreground: bool, ident: str, program: str) -> int:

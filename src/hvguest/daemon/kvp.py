@@ -11,7 +11,6 @@ from typing import Final
 
 from hvguest.config import Config
 from hvguest.daemon.loop import ChannelRunner
-from hvguest.linux.ifconfig import ScriptIpConfigurator
 from hvguest.linux.netinfo import LinuxNetInfo
 from hvguest.linux.netlink import ChangeMonitor
 from hvguest.linux.osinfo import LinuxOsInfo
@@ -19,6 +18,7 @@ from hvguest.linux.pools import LinuxPoolStore
 from hvguest.protocol.channel import KernelVersion
 from hvguest.protocol.kvp import KvpCodec, KvpReply, KvpRequest
 from hvguest.services.kvp import KvpService
+from hvguest.services.ports import IpConfigurator, IpSettings
 
 #: Read buffer: larger than any KVP message, so an oversized one is read whole
 #: and answered HV_E_FAIL instead of failing every read with EINVAL.
@@ -41,13 +41,7 @@ def build_kvp_service(config: Config) -> tuple[KvpService, Callable[[], None]]:
         changes=_change_monitor(),
     )
     os_info = LinuxOsInfo(etc_root=config.paths.etc)
-    configurator = (
-        ScriptIpConfigurator(
-            kvp.state_dir, kvp.set_ifconfig or None, timeout=kvp.set_ifconfig_timeout
-        )
-        if kvp.ip_injection
-        else None
-    )
+    configurator = _IpConfiguratorOnFirstUse(config) if kvp.ip_injection else None
     service = KvpService(
         pools,
         net,
@@ -62,6 +56,30 @@ def build_kvp_service(config: Config) -> tuple[KvpService, Callable[[], None]]:
         net.close()
 
     return service, close
+
+
+class _IpConfiguratorOnFirstUse:
+    """The ScriptIpConfigurator, imported and built at the first SET_IP_INFO.
+
+    linux.ifconfig and services.ipconfig would cost about 0.2 MB of RSS for
+    the daemon's whole life, and hosts rarely send SET_IP_INFO. Nothing that
+    could fail at start-up is put off: the config loader already range-checks
+    ``[kvp] set_ifconfig_timeout``.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config.kvp
+        self._inner: IpConfigurator | None = None
+
+    def apply(self, settings: IpSettings) -> None:
+        if self._inner is None:
+            from hvguest.linux.ifconfig import ScriptIpConfigurator
+
+            kvp = self._config
+            self._inner = ScriptIpConfigurator(
+                kvp.state_dir, kvp.set_ifconfig or None, timeout=kvp.set_ifconfig_timeout
+            )
+        self._inner.apply(settings)
 
 
 def _change_monitor() -> ChangeMonitor | None:

@@ -24,7 +24,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final, Generic, Protocol, TypeVar
@@ -42,9 +41,11 @@ BACKOFF_FIRST: Final = 0.05
 BACKOFF_CAP: Final = 2.0
 
 
-@dataclass
 class _Backoff:
-    delay: float = 0.0
+    __slots__ = ("delay",)
+
+    def __init__(self) -> None:
+        self.delay = 0.0
 
     def next_delay(self) -> float:
         self.delay = BACKOFF_FIRST if self.delay == 0 else min(self.delay * 2, BACKOFF_CAP)
@@ -54,29 +55,50 @@ class _Backoff:
         self.delay = 0.0
 
 
-@dataclass
+def _ignore_version(_version: KernelVersion) -> None:
+    """Default ``on_version``: nobody listens."""
+
+
+def _ignore_reset() -> None:
+    """Default ``on_reset``: nothing to undo."""
+
+
 class ChannelRunner(Generic[Req, Rep]):
-    """One device, its channel and the handler that answers its requests."""
+    """One device, its channel and the handler that answers its requests.
 
-    name: str
-    device_path: Path
-    codec: Codec[Req, Rep]
-    handle: Callable[[Req], Rep]
-    read_size: int
-    log: logging.Logger
-    on_version: Callable[[KernelVersion], None] = lambda _version: None
-    #: Called after the device is closed, before any reopen (VSS thaws here).
-    on_reset: Callable[[], None] = lambda: None
-    opener: Callable[[Path], Device] = open_device
-    channel: Channel[Req, Rep] = field(init=False)
-    device: Device | None = field(default=None, init=False)
-    retry_at: float = field(default=0.0, init=False)
-    registered: bool = field(default=False, init=False)
-    _backoff: _Backoff = field(default_factory=_Backoff, init=False)
-    _waiting_logged: bool = field(default=False, init=False)
+    A plain class, not a dataclass: the daemons do not import ``dataclasses``
+    (see ``hvguest.records``).
+    """
 
-    def __post_init__(self) -> None:
-        self.channel = Channel(self.codec)
+    def __init__(
+        self,
+        name: str,
+        device_path: Path,
+        codec: Codec[Req, Rep],
+        handle: Callable[[Req], Rep],
+        read_size: int,
+        *,
+        log: logging.Logger,
+        on_version: Callable[[KernelVersion], None] = _ignore_version,
+        on_reset: Callable[[], None] = _ignore_reset,
+        opener: Callable[[Path], Device] = open_device,
+    ) -> None:
+        self.name = name
+        self.device_path = device_path
+        self.codec = codec
+        self.handle = handle
+        self.read_size = read_size
+        self.log = log
+        self.on_version = on_version
+        #: Called after the device is closed, before any reopen (VSS thaws here).
+        self.on_reset = on_reset
+        self.opener = opener
+        self.channel: Channel[Req, Rep] = Channel(codec)
+        self.device: Device | None = None
+        self.retry_at = 0.0
+        self.registered = False
+        self._backoff = _Backoff()
+        self._waiting_logged = False
 
     # -- connection management ---------------------------------------------------
 

@@ -7,13 +7,12 @@
 - `hvguest vss thaw` thaws what a killed daemon recorded plus everything the
   plan names, for a unit's ExecStopPost= (FITHAW on a thawed fs is harmless).
 
-Kept light: only argparse at import, the daemon modules load on use.
+Kept light: no argparse, getopt or dataclasses at import (each would stay in
+the daemon's memory for good), the daemon modules load on use.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import getopt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from hvguest import __version__
 from hvguest.config import Config, load_config
+from hvguest.daemon.options import OptionError, parse_options
 from hvguest.errors import ConfigError
+from hvguest.records import replace
 
 if TYPE_CHECKING:
     import argparse
@@ -63,9 +64,7 @@ def run_vss_command(args: argparse.Namespace) -> int:
         sys.stderr.write(f"hvguest vss: {error}\n")
         return 1
     if args.device is not None:
-        config = dataclasses.replace(
-            config, vss=dataclasses.replace(config.vss, device=args.device)
-        )
+        config = replace(config, vss=replace(config.vss, device=args.device))
     command: str | None = args.vss_command
     if command == "plan":
         return print_plan(config, as_json=bool(args.json))
@@ -78,12 +77,16 @@ def vss_daemon_main(argv: Sequence[str] | None = None) -> int:
     """`hv_vss_daemon [-n] [-h]`: the reference daemon's flags and exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        options, _rest = getopt.getopt(args, "nh", ["no-daemon", "help"])
-    except getopt.GetoptError as error:
-        sys.stderr.write(f"hv_vss_daemon: {error.msg}\n{_VSS_USAGE.format(version=__version__)}")
+        flags, _operands = parse_options(
+            args,
+            short={"n": "no-daemon", "h": "help"},
+            long={"no-daemon": "no-daemon", "help": "help"},
+            permute=False,
+        )
+    except OptionError as error:
+        sys.stderr.write(f"hv_vss_daemon: {error}\n{_VSS_USAGE.format(version=__version__)}")
         return 1
-    flags = {name for name, _value in options}
-    if flags & {"-h", "--help"}:
+    if "help" in flags:
         sys.stderr.write(_VSS_USAGE.format(version=__version__))
         return 0
     try:
@@ -91,31 +94,34 @@ def vss_daemon_main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         sys.stderr.write(f"hv_vss_daemon: {error}\n")
         return 1
-    return _serve(config, foreground=bool(flags & {"-n", "--no-daemon"}))
+    return _serve(config, foreground="no-daemon" in flags)
 
 
 def serve_without_argparse(args: Sequence[str]) -> int | None:
-    """`hvguest vss [-n] [--config F] [--device D]` parsed with getopt, or None.
+    """`hvguest vss [-n] [--config F] [--device D]` parsed without argparse, or None.
 
     The daemon lives long and argparse costs it about 0.5 MB of RSS; `plan`,
     `thaw`, help and errors return None and go through argparse.
     """
     try:
-        options, rest = getopt.gnu_getopt(list(args), "n", ["no-daemon", "config=", "device="])
-    except getopt.GetoptError:
+        values, rest = parse_options(
+            args,
+            short={"n": "no-daemon"},
+            long={name: name for name in ("no-daemon", "config", "device")},
+            valued=("config", "device"),
+        )
+    except OptionError:
         return None
     if rest:
         return None
-    values = {name.lstrip("-"): value for name, value in options}
     try:
         config = load_config(Path(values["config"]) if "config" in values else None)
     except ConfigError as error:
         sys.stderr.write(f"hvguest vss: {error}\n")
         return 1
     if "device" in values:
-        vss = dataclasses.replace(config.vss, device=Path(values["device"]))
-        config = dataclasses.replace(config, vss=vss)
-    return _serve(config, foreground=bool(values.keys() & {"n", "no-daemon"}))
+        config = replace(config, vss=replace(config.vss, device=Path(values["device"])))
+    return _serve(config, foreground="no-daemon" in values)
 
 
 def _serve(config: Config, *, foreground: bool) -> int:

@@ -13,10 +13,11 @@ import ctypes
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
 from enum import IntFlag
 from pathlib import Path
 from typing import Final
+
+from hvguest.records import record
 
 _EVENT_HEADER: Final = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len
 #: Room for many events per read(); the kernel never splits an event.
@@ -48,7 +49,7 @@ _IN_NONBLOCK: Final = os.O_NONBLOCK
 _IN_CLOEXEC: Final = os.O_CLOEXEC
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InotifyEvent:
     """One struct inotify_event; ``name`` is "" for events on the watched object itself."""
 

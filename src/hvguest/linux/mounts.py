@@ -8,7 +8,6 @@ times (bind mounts, btrfs subvolumes) is recognised and frozen once.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import stat
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from hvguest.records import replace
 from hvguest.services.ports import Mount
 
 #: Octal escapes the kernel writes for space, tab, newline and backslash (show_mountinfo()).
@@ -88,7 +88,7 @@ class LinuxMountSource:
                 if number not in loop_cache:
                     loop_cache[number] = self.is_loop_backed(number)
                 on_loop = loop_cache[number]
-            result.append(dataclasses.replace(mount, on_loop=True) if on_loop else mount)
+            result.append(replace(mount, on_loop=True) if on_loop else mount)
         self._last = (raw, tuple(result))
         return self._last[1]
 

@@ -9,7 +9,7 @@ next to the code that reads them.
 Two halves:
 - pure parsers (``split_messages``, ``parse_attributes``, ``parse_link``,
   ``parse_address``, ``parse_route``) that turn kernel bytes into frozen
-  dataclasses and raise ``WireError`` for bytes that do not decode;
+  records (``hvguest.records``) and raise ``WireError`` for bytes that do not decode;
 - ``RouteNetlink``, which sends the dump requests and collects the answers,
   handling NLMSG_ERROR, NLMSG_DONE, multipart answers spread over several
   reads, EINTR and interrupted dumps (NLM_F_DUMP_INTR: the dump is retried).
@@ -32,11 +32,11 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Final, Protocol, TypeVar
 
 from hvguest.errors import WireError
+from hvguest.records import record
 
 IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network
@@ -129,7 +129,7 @@ _T = TypeVar("_T")
 # --- what the parsers return ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NetlinkMessage:
     """One netlink message: the nlmsghdr fields and the bytes after the header."""
 
@@ -140,7 +140,7 @@ class NetlinkMessage:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Link:
     """One RTM_NEWLINK: a network interface."""
 
@@ -164,7 +164,7 @@ class Link:
         return bool(self.flags & IFF_UP)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Address:
     """One RTM_NEWADDR: an address with its prefix length on interface ``index``."""
 
@@ -181,7 +181,7 @@ class Address:
     preferred_lifetime: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NextHop:
     """Where a route sends packets: an interface and maybe a gateway."""
 
@@ -192,7 +192,7 @@ class NextHop:
     flags: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Route:
     """One RTM_NEWROUTE (IPv4 or IPv6)."""
 
@@ -224,7 +224,7 @@ class Route:
         return (NextHop(self.oif, self.gateway),)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Snapshot:
     """Links, addresses and main-table routes read over one socket."""
 

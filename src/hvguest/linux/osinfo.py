@@ -22,10 +22,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from hvguest.records import record
 from hvguest.services.ports import OsFacts
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def getaddrinfo_ascii(  # noqa: PLR0917 - the signature of socket.getaddrinfo()
     return socket.getaddrinfo(name, port, family, kind, proto, flags)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReleaseInfo:
     """What the release files say: name, major and minor version (None = not said)."""
 

@@ -24,16 +24,15 @@ import os
 import socket
 import stat
 import struct
-import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
 from hvguest.abi.constants import FCOPY_CLASS_GUID, FCOPY_INSTANCE_GUID
 from hvguest.errors import HvError
 from hvguest.protocol.vmbus_ring import Ring
+from hvguest.records import record
 
 #: The generic VMBus UIO driver FCOPY needs since Linux 6.10.
 UIO_DRIVER: Final = "uio_hv_generic"
@@ -161,6 +160,10 @@ def bind_to_uio(
 
 
 def _run_modprobe(argv: Sequence[str]) -> None:
+    # Imported here: most machines have uio_hv_generic loaded already, and the
+    # module would otherwise stay in the daemon's memory for its whole life.
+    import subprocess  # noqa: PLC0415
+
     try:
         result = subprocess.run(
             list(argv), capture_output=True, timeout=_MODPROBE_TIMEOUT, check=False
@@ -231,7 +234,7 @@ def ring_size_of(ring_file: Path) -> int:
     return size // 2
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FcopyUioNode:
     """Everything needed to open the FCOPY channel through UIO."""
 

@@ -37,13 +37,13 @@ know which device it serves, never touches the OS and never blocks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum, auto
 from types import MappingProxyType
 from typing import Final, Generic, Protocol, TypeVar
 
 from hvguest.abi.constants import HvStatus
 from hvguest.errors import ChannelError, WireError
+from hvguest.records import record
 
 #: What a codec decodes requests into (covariant: a codec only produces them).
 Req_co = TypeVar("Req_co", covariant=True)
@@ -53,6 +53,11 @@ Rep_contra = TypeVar("Rep_contra", contravariant=True)
 
 class State(Enum):
     """Where the conversation with the kernel stands."""
+
+    # Members are singletons compared by identity, so the identity hash is
+    # enough; Enum's own __hash__ is a Python call, twice per _TRANSITIONS
+    # lookup, i.e. on every request.
+    __hash__ = object.__hash__
 
     #: Device (re)opened; nothing written yet.
     UNREGISTERED = auto()
@@ -66,6 +71,8 @@ class State(Enum):
 
 class Input(Enum):
     """What the daemon does to the channel."""
+
+    __hash__ = object.__hash__  # as for State
 
     #: registration(): the daemon writes its registration.
     SEND_REGISTRATION = auto()
@@ -99,14 +106,14 @@ def next_state(state: State, event: Input) -> State:
         raise ChannelError(f"{event.name} is not allowed in state {state.name}") from None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KernelVersion:
     """The kernel's answer to the registration: "3.1" (KVP), "129" (VSS), "1" (FCOPY)."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Malformed:
     """A request that did not decode; reply with ``error.status`` all the same."""
 

@@ -21,7 +21,8 @@ datagram, so a fragment is never copied before it reaches ``pwrite``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Final
 
 from hvguest.abi.constants import DATA_FRAGMENT, FCOPY_VERSION_1, HvStatus
@@ -66,6 +67,10 @@ _WRITE_DATA: Final = hv_do_fcopy.data.offset
 if _WRITE_OFFSET + _U64.size != _WRITE_SIZE:
     raise ImportError("hv_do_fcopy.offset and .size are no longer adjacent")
 _OFFSET_SIZE: Final = struct.Struct("<QI")
+# The transport's fast path reads operation, offset and size with one unpack.
+if _OPERATION != 0:
+    raise ImportError("hv_fcopy_hdr.operation no longer starts the message")
+_WRITE_FIELDS: Final = struct.Struct(f"<I{_WRITE_OFFSET - _U32.size}xQI")
 
 #: The operation numbers of enum hv_fcopy_op (FcopyOp), as plain ints for dispatch.
 _START: Final = 0
@@ -135,6 +140,26 @@ _DECODERS: Final[dict[int, Callable[[bytes], FcopyRequest]]] = {
     _COMPLETE: _decode_complete,
     _CANCEL: _decode_cancel,
 }
+
+
+def decode_write_fragment(datagram: bytes | memoryview) -> tuple[int, memoryview] | None:
+    """``(offset, data)`` of a well-formed WRITE_TO_FILE; None for anything else.
+
+    The per-fragment fast path of a transport: no request object, no
+    dispatch. None says "not a valid WRITE": hand the datagram to
+    ``FcopyCodec.decode_request``, which decodes it or says what is wrong.
+    """
+    if len(datagram) != FCOPY_WRITE_SIZE:
+        return None
+    operation, offset, size = _WRITE_FIELDS.unpack_from(datagram)
+    if operation != _WRITE or size > DATA_FRAGMENT:
+        return None
+    return offset, memoryview(datagram)[_WRITE_DATA : _WRITE_DATA + size]
+
+
+#: The 4-byte reply for each ``HvStatus``, encoded once: a transport's fast
+#: path looks its answer up here rather than encoding one per fragment.
+STATUS_REPLIES: Final[Mapping[int, bytes]] = MappingProxyType(_REPLIES)
 
 
 class FcopyCodec:

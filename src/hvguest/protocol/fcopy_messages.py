@@ -11,8 +11,9 @@ writer answers each with one ``HvStatus``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
+
+from hvguest.records import record
 
 #: OVER_WRITE (include/uapi/linux/hyperv.h): replace an existing target.
 OVER_WRITE: Final = 0x1
@@ -20,7 +21,7 @@ OVER_WRITE: Final = 0x1
 CREATE_PATH: Final = 0x2
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FcopyStart:
     """START_FILE_COPY: open a copy of ``file_size`` bytes to ``path_name``/``file_name``."""
 
@@ -40,7 +41,7 @@ class FcopyStart:
         return bool(self.copy_flags & CREATE_PATH)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FcopyWrite:
     """WRITE_TO_FILE: ``data`` at ``offset``.
 
@@ -52,12 +53,12 @@ class FcopyWrite:
     data: bytes | memoryview
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FcopyComplete:
     """COMPLETE_FCOPY: the host sent everything; make the file appear."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FcopyCancel:
     """CANCEL_FCOPY: the host gave up (also faked by the kernel on hibernation)."""
 

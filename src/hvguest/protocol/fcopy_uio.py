@@ -29,7 +29,6 @@ Unlike the reference, CANCEL_FCOPY is decoded and handed to the writer (S19).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Final
 
 from hvguest.abi.constants import DATA_FRAGMENT, W_MAX_PATH, FcopyOp, HvStatus
@@ -49,6 +48,7 @@ from hvguest.protocol.fcopy_messages import (
     FcopyStart,
     FcopyWrite,
 )
+from hvguest.records import record
 
 #: (major, minor) of a framework or service version.
 Version = tuple[int, int]
@@ -98,7 +98,7 @@ _WRITE_SIZE: Final = ICMSG_HDR + hv_do_fcopy.size.offset
 _WRITE_DATA: Final = ICMSG_HDR + hv_do_fcopy.data.offset
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Negotiation:
     """A NEGOTIATE, already answered in the packet; None where nothing matched."""
 
@@ -111,21 +111,21 @@ class Negotiation:
         return self.framework is not None and self.service is not None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CopyRequest:
     """A well-formed FCOPY message; answer it with :func:`set_reply_status`."""
 
     request: FcopyRequest
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Rejected:
     """A malformed packet, already answered in the packet with ``error.status``."""
 
     error: WireError
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Unanswerable:
     """Too short to carry an icmsg_hdr: there is nothing to put a status into."""
 

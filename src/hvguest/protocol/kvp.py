@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, assert_never
 
 from hvguest.abi.constants import (
@@ -41,6 +40,7 @@ from hvguest.abi.structs import KVP_MSG_SIZE, hv_kvp_msg
 from hvguest.abi.text import c_string, pad, terminated_c_string
 from hvguest.errors import ChannelError, WireError
 from hvguest.protocol.channel import KernelVersion
+from hvguest.records import record
 
 #: UTF-16 units of a key the kernel forwards to the host; longer keys are cut
 #: silently (``(HV_KVP_EXCHANGE_MAX_KEY_SIZE / 2) - 2`` in kvp_respond_to_host()).
@@ -52,7 +52,7 @@ KVP_HOST_VALUE_UNITS: Final = HV_KVP_EXCHANGE_MAX_VALUE_SIZE // 2 - 2
 # --- typed messages -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpGet:
     """KVP_OP_GET: the value of ``key`` in ``pool``."""
 
@@ -60,7 +60,7 @@ class KvpGet:
     key: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpSet:
     """KVP_OP_SET: store ``value`` under ``key`` in ``pool``."""
 
@@ -70,7 +70,7 @@ class KvpSet:
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpDelete:
     """KVP_OP_DELETE: remove ``key`` from ``pool``."""
 
@@ -78,7 +78,7 @@ class KvpDelete:
     key: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpEnumerate:
     """KVP_OP_ENUMERATE: the ``index``-th record of ``pool`` (0 .. 2**32-1)."""
 
@@ -86,7 +86,7 @@ class KvpEnumerate:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpGetIpInfo:
     """KVP_OP_GET_IP_INFO: addresses of the NIC whose MAC is ``adapter_id``."""
 
@@ -96,7 +96,7 @@ class KvpGetIpInfo:
     addr_family: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpSetIpInfo:
     """KVP_OP_SET_IP_INFO: configure the NIC whose VMBus GUID is ``adapter_id``."""
 
@@ -114,21 +114,21 @@ class KvpSetIpInfo:
 KvpRequest = KvpGet | KvpSet | KvpDelete | KvpEnumerate | KvpGetIpInfo | KvpSetIpInfo
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpStatus:
     """Any operation: only a status (success without data, or a failure)."""
 
     status: HvStatus
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpValue:
     """GET succeeded with ``value`` (see ``KvpCodec.encode_reply`` for where it goes)."""
 
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpRecord:
     """ENUMERATE succeeded with one record."""
 
@@ -136,7 +136,7 @@ class KvpRecord:
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KvpIpInfo:
     """GET_IP_INFO succeeded; the strings must fit their fields (UTF-8 plus NUL)."""
 

@@ -29,10 +29,10 @@ the peer, so every index and length read from it is checked before use.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Final
 
 from hvguest.errors import HvError, WireError
+from hvguest.records import record
 
 #: Size of the ring header page (struct hv_ring_buffer is padded to a page).
 RING_HEADER_SIZE: Final = 4096
@@ -87,7 +87,7 @@ class RingFull(RingError):
     """Not enough free space to send the packet now (-EAGAIN on send)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Packet:
     """One received packet: its descriptor fields and a view of its payload.
 

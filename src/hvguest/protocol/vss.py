@@ -15,13 +15,13 @@ drivers/hv/hv_snapshot.c sends and reads back:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Final, assert_never
 
 from hvguest.abi.constants import VSS_OP_REGISTER1, HvStatus, VssOp
 from hvguest.abi.structs import VSS_MSG_SIZE, hv_vss_msg
 from hvguest.errors import WireError
 from hvguest.protocol.channel import KernelVersion
+from hvguest.records import record
 
 #: ``error`` (the union with the header) and ``vss_cf.flags``, from the ctypes mirror.
 _ERROR: Final = hv_vss_msg.error.offset
@@ -32,22 +32,22 @@ _U32: Final = struct.Struct("<I")
 _VERSION_SIZE: Final = _U32.size
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VssFreeze:
     """VSS_OP_FREEZE: quiesce and freeze the guest's filesystems."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VssThaw:
     """VSS_OP_THAW: thaw what FREEZE froze."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VssHotBackup:
     """VSS_OP_HOT_BACKUP: can the guest take part in a live (hot) backup?"""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VssOther:
     """A known VSS operation the kernel normally answers itself (CREATE, GET_DM_INFO, ...)."""
 
@@ -57,7 +57,7 @@ class VssOther:
 VssRequest = VssFreeze | VssThaw | VssHotBackup | VssOther
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VssReply:
     """The status for ``error`` and the ``vss_cf.flags`` (HOT_BACKUP's feature bits)."""
 

@@ -39,7 +39,6 @@ from hvguest.protocol.kvp import (
     KvpStatus,
     KvpValue,
 )
-from hvguest.services.ipconfig import parse_ip_settings
 from hvguest.services.ports import IpConfigurator, NetInfo, Nic, OsInfo, PoolStore
 
 #: The AUTO pool's keys by host index (the table in include/uapi/linux/hyperv.h).
@@ -227,6 +226,10 @@ class KvpService:
                 HvStatus.GUID_NOTFOUND,
                 f"SET_IP_INFO: no interface has VMBus device id {request.adapter_id!r}",
             )
+        # Imported here: SET_IP_INFO is rare, and the parser would otherwise stay
+        # in the daemon's memory for its whole life.
+        from hvguest.services.ipconfig import parse_ip_settings  # noqa: PLC0415
+
         settings = parse_ip_settings(
             nic.name,
             nic.mac,

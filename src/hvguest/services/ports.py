@@ -8,12 +8,12 @@ ever see these types, so they run unchanged against both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Protocol
 
 from hvguest.abi.constants import KvpPool
+from hvguest.records import record
 
 IpInterface = IPv4Interface | IPv6Interface
 IpAddress = IPv4Address | IPv6Address
@@ -44,7 +44,7 @@ class PoolStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NicAddress:
     """One address of a NIC with its prefix; ``dynamic`` if it has a finite lifetime."""
 
@@ -52,7 +52,7 @@ class NicAddress:
     dynamic: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Nic:
     """A network interface as the KVP service reports it."""
 
@@ -100,7 +100,7 @@ def mac_key(text: str) -> str:
     return text.strip().replace(":", "").replace("-", "").upper()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OsFacts:
     """Operating-system facts for the AUTO pool (see kvp_get_os_info())."""
 
@@ -123,7 +123,7 @@ class OsInfo(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IpSettings:
     """Validated SET_IP_INFO request for one interface (see services.ipconfig)."""
 
@@ -149,7 +149,7 @@ class IpConfigurator(Protocol):
 # --- VSS (freeze/thaw) ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Mount:
     """One line of /proc/self/mountinfo, plus what sysfs says about its block device."""
 
@@ -194,7 +194,7 @@ class Freezer(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FrozenRecord:
     """What a freeze may have left behind: mounts to thaw and hooks owed a "thaw"."""
 
@@ -222,7 +222,7 @@ class FrozenJournal(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HookSet:
     """The hooks found, in name order, and the ones refused with their reason."""
 
@@ -230,7 +230,7 @@ class HookSet:
     refused: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HookResult:
     """How one hook run ended: ``ok`` if it exited 0 in time; ``detail`` says why not."""
 

@@ -23,7 +23,6 @@ daemon can hold back log output that could block on a frozen disk.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Final, Protocol, assert_never
 
 from hvguest.abi.constants import VSS_HBU_NO_AUTO_RECOVERY, HvStatus
@@ -37,6 +36,7 @@ from hvguest.protocol.vss import (
     VssRequest,
     VssThaw,
 )
+from hvguest.records import record
 from hvguest.services.ports import (
     FreezeOutcome,
     Freezer,
@@ -102,7 +102,7 @@ def cannot_freeze_reason(fstype: str) -> str | None:
     return CANNOT_FREEZE.get(fstype)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FreezePolicy:
     """The [vss] include/exclude lists; empty include lists mean "everything"."""
 
@@ -130,7 +130,7 @@ def normalise_mountpoint(path: str) -> str:
     return stripped or ROOT
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SkippedMount:
     """A mount the plan leaves alone, and why."""
 
@@ -140,7 +140,7 @@ class SkippedMount:
     notable: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FreezePlan:
     """Mounts to freeze, in order ("/" last), and every other mount with its reason."""
 
@@ -227,7 +227,7 @@ class VssLog(Protocol):
         """A request failed."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ThawReport:
     """The outcome of thawing a list of mounts: each mount lands in exactly one tuple."""
 
@@ -237,7 +237,7 @@ class ThawReport:
     failed: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass
+@record(frozen=False)
 class _Session:
     """One FREEZE that has not been undone yet."""
 
