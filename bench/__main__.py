@@ -121,15 +121,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown service(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     sections: list[str] = []
+    # Each service's run pins this process to the harness CPU; the next one
+    # starts from the original affinity so that it can pin its daemon too.
+    affinity = os.sched_getaffinity(0)
     if "kvp" in services:
         code = _run_kvp(args)
         if isinstance(code, int):
             return code
         sections.append(code)
+    os.sched_setaffinity(0, affinity)
     if "vss" in services:
         from bench import vss
 
         sections.append(vss.run(args.quick, args.vs_reference))
+    os.sched_setaffinity(0, affinity)
     if "fcopy" in services:
         from bench import fcopy
 

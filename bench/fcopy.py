@@ -78,8 +78,30 @@ class DaemonSpec:
     writes: bool = True
 
 
-def hvguest_spec(bytecode_cache: Path) -> DaemonSpec:
+def warm_bytecode() -> None:
+    """Compile hvguest's .pyc files where Python looks for them, before any daemon starts.
+
+    An installed package starts from .pyc files; without this the first
+    daemon compiles every module and its peak RSS measures the compiler.
+    No PYTHONPYCACHEPREFIX: under a prefix even the standard library's
+    bytecode is looked for there, so every stdlib module would be compiled.
+    """
+    import hvguest
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    package = Path(hvguest.__file__).resolve().parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(package)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def hvguest_spec() -> DaemonSpec:
     """``python -m hvguest fcopy -n``, char flavour, otherwise default configuration."""
+    warm_bytecode()
 
     def launch(device: Path, work: Path, log: Path) -> subprocess.Popen[bytes]:
         # The temp-file journal ([paths] run) and the sysfs root stay inside ``work``.
@@ -94,11 +116,9 @@ def hvguest_spec(bytecode_cache: Path) -> DaemonSpec:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("LD_PRELOAD", "NOTIFY_SOCKET", "PYTHONDONTWRITEBYTECODE")
+            if k not in ("LD_PRELOAD", "NOTIFY_SOCKET", "PYTHONPYCACHEPREFIX")
         }
         env["HVGUEST_CONFIG"] = str(config)
-        # An installed package starts from .pyc files; do not measure compiling.
-        env["PYTHONPYCACHEPREFIX"] = str(bytecode_cache)
         with log.open("ab") as log_file:
             return subprocess.Popen(
                 [sys.executable, "-m", "hvguest", "fcopy", "-n"],
@@ -289,7 +309,7 @@ def collect(quick: bool, vs_reference: bool, reference: Path = REFERENCE_FCOPY_D
         echo_binary = build_echo(scratch / "echo")
         echo = echo_spec(echo_binary)
         results.echo = "Python" if echo_binary is None else "C"
-        specs = [hvguest_spec(scratch / "pycache")]
+        specs = [hvguest_spec()]
         if vs_reference:
             specs.append(reference_spec(build_shim(scratch / "shim"), reference))
         with Simulator(scratch / "sim", services=("fcopy",)) as sim:
