@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,3 +100,22 @@ def test_demo_freezes_exactly_the_given_filesystems(tmp_path: Path) -> None:
         assert f"all of {mounts[0]}, {mounts[1]} frozen" in lines
         assert "everything thawed" in lines
         assert not any(is_frozen(mount) for mount in mounts)
+
+
+def test_the_demo_command_freezes_a_vss_fs_for_real(tmp_path: Path) -> None:
+    """`hvguest demo --vss-fs MOUNT` (the README's real-freeze variant) end to end."""
+    require_zram()
+    with scratch_filesystems(1, tmp_path / "mnt") as filesystems:
+        mount = filesystems[0].mountpoint
+        result = subprocess.run(
+            [sys.executable, "-m", "hvguest", "demo", "--vss-fs", str(mount)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"plan: freeze {mount}" in result.stdout
+        assert f"all of {mount} frozen" in result.stdout
+        assert "everything thawed" in result.stdout
+        assert not is_frozen(mount)
