@@ -210,10 +210,6 @@ class FcopyKernel(UtilTransaction):
         self._respond_to_host(HvStatus.E_FAIL)
         self._poll_channel()
 
-    def _cancel_timeout(self) -> bool:
-        timeout, self._timeout = self._timeout, None
-        return timeout is not None and timeout.cancel()
-
     # --- lifecycle ----------------------------------------------------------
 
     def pre_suspend(self) -> None:
@@ -228,14 +224,6 @@ class FcopyKernel(UtilTransaction):
         self._cancel_timeout()
         self._transport.send(cancel)
         self.state = UtilState.READY
-
-    def pre_resume(self) -> None:
-        """hv_fcopy_pre_resume(): nothing to restore beyond re-enabling the channel."""
-
-    def deinit(self) -> None:
-        """hv_fcopy_deinit(): the device is going away (before the transport is destroyed)."""
-        self.state = UtilState.DEVICE_DYING
-        self._cancel_timeout()
 
     # --- host -> daemon (fcopy_send_data) -----------------------------------
 

@@ -282,10 +282,6 @@ class KvpKernel(UtilTransaction):
         self._respond_to_host(None, HvStatus.E_FAIL)
         self._poll_channel()
 
-    def _cancel_timeout(self) -> bool:
-        timeout, self._timeout = self._timeout, None
-        return timeout is not None and timeout.cancel()
-
     # --- lifecycle ----------------------------------------------------------
 
     def pre_suspend(self) -> None:
@@ -297,14 +293,6 @@ class KvpKernel(UtilTransaction):
         """
         self._cancel_timeout()
         self.state = UtilState.READY
-
-    def pre_resume(self) -> None:
-        """hv_kvp_pre_resume(): nothing to restore beyond re-enabling the channel."""
-
-    def deinit(self) -> None:
-        """hv_kvp_deinit(): the device is going away (before the transport is destroyed)."""
-        self.state = UtilState.DEVICE_DYING
-        self._cancel_timeout()
 
     # --- host -> daemon (kvp_send_key, process_ib_ipinfo) -------------------
 

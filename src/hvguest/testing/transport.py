@@ -170,6 +170,19 @@ class UtilTransaction:
         if self._on_state is not None:
             self._on_state(value)
 
+    def deinit(self) -> None:
+        """hv_{kvp,vss,fcopy}_deinit(): the device is going away (before the transport is)."""
+        self.state = UtilState.DEVICE_DYING
+        self._cancel_timeout()
+
+    def pre_resume(self) -> None:
+        """hv_*_pre_resume(): nothing to restore beyond re-enabling the channel."""
+
+    def _cancel_timeout(self) -> bool:
+        """cancel_delayed_work_sync() of the reply timeout: True if it had not run."""
+        timeout, self._timeout = self._timeout, None
+        return timeout is not None and timeout.cancel()
+
     def on_msg(self, data: bytes) -> int:
         """The driver's on_msg callback: a daemon write (0 or -errno)."""
         raise NotImplementedError

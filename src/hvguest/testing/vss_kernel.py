@@ -222,10 +222,6 @@ class VssKernel(UtilTransaction):
         self._respond_to_host(HvStatus.E_FAIL)
         self._poll_channel()
 
-    def _cancel_timeout(self) -> bool:
-        timeout, self._timeout = self._timeout, None
-        return timeout is not None and timeout.cancel()
-
     def _respond_to_host(self, error: int) -> None:
         """vss_respond_to_host(): answer the current host packet in place."""
         mark_response(self._recv_buffer, error & 0xFFFFFFFF)
@@ -245,11 +241,3 @@ class VssKernel(UtilTransaction):
         thaw[0] = VssOp.THAW
         self._transport.send(thaw)  # "we don't care about the return value"
         self.state = UtilState.READY
-
-    def pre_resume(self) -> None:
-        """hv_vss_pre_resume(): nothing to restore beyond re-enabling the channel."""
-
-    def deinit(self) -> None:
-        """hv_vss_deinit(): the device is going away (before the transport is destroyed)."""
-        self.state = UtilState.DEVICE_DYING
-        self._cancel_timeout()
