@@ -33,7 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench.procfs import DAEMON_CPU, HARNESS_CPU, can_pin, peak_rss_kib, pin_daemon, pin_harness
+from bench.procfs import (
+    DAEMON_CPU,
+    HARNESS_CPU,
+    can_pin,
+    clock_tick_seconds,
+    cpu_seconds,
+    peak_rss_kib,
+    pin_daemon,
+    pin_harness,
+)
 from hvguest.abi.constants import HvStatus, VssOp
 from hvguest.testing.refshim import build_shim, stop_daemon
 from hvguest.testing.refshim.vss import (
@@ -95,6 +104,8 @@ class Results:
     rounds: dict[tuple[str, int, str], list[float]]
     peak_rss_kib: dict[str, int]
     registered_after: dict[str, list[float]]
+    #: Daemon CPU seconds per round (one repetition's rounds averaged).
+    cpu_per_round: dict[tuple[str, int, str], list[float]]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -162,7 +173,7 @@ def _daemon(
 
 def measure(plan: Plan, daemons: Sequence[str], shim: Path, scratch: Path) -> Results:
     """Run the plan: daemons alternate per repetition, each on every filesystem count."""
-    results = Results(defaultdict(list), defaultdict(int), defaultdict(list))
+    results = Results(defaultdict(list), defaultdict(int), defaultdict(list), defaultdict(list))
     payload = os.urandom(DIRTY_BYTES)
     for count in FS_COUNTS:
         with scratch_filesystems(count, scratch / f"fs{count}") as filesystems:
@@ -181,12 +192,17 @@ def measure(plan: Plan, daemons: Sequence[str], shim: Path, scratch: Path) -> Re
                                 if load == NO_OP
                                 else (VssOp.FREEZE, VssOp.THAW)
                             )
+                            cpu_before = 0.0
                             for index in range(plan.warmup + plan.rounds):
+                                if index == plan.warmup:
+                                    cpu_before = cpu_seconds(process.pid)
                                 if load == DIRTY:
                                     _dirty(filesystems, payload)
                                 seconds = _round(sim, *ops)
                                 if index >= plan.warmup:
                                     results.rounds[(name, count, load)].append(seconds)
+                            cpu = cpu_seconds(process.pid) - cpu_before
+                            results.cpu_per_round[(name, count, load)].append(cpu / plan.rounds)
                         results.peak_rss_kib[name] = max(
                             results.peak_rss_kib[name], peak_rss_kib(process.pid)
                         )
@@ -210,10 +226,14 @@ def render(results: Results, plan: Plan, daemons: Sequence[str], pinned: bool) -
         f"included); {plan.rounds} rounds x {plan.repetitions} repetition(s) per cell after "
         f"{plan.warmup} warm-up rounds; zram ext4 filesystems of 32 MiB; daemon "
         + (f"pinned to CPU {DAEMON_CPU}, harness to CPU {HARNESS_CPU}" if pinned else "NOT pinned")
-        + "; both daemons under the same shim guard.",
+        + "; both daemons under the same shim guard. Daemon CPU µs/round: utime+stime over "
+        f"the timed rounds divided by {plan.rounds} (clock ticks of "
+        f"{clock_tick_seconds() * 1e3:g} ms, so "
+        f"+/-{clock_tick_seconds() * 1e6 / plan.rounds:.0f} µs).",
         "",
-        "| filesystems | load | daemon | median ms | p90 ms | ratio (median) |",
-        "|---|---|---|---|---|---|",
+        "| filesystems | load | daemon | median ms | p90 ms | ratio (median) "
+        "| daemon CPU µs/round |",
+        "|---|---|---|---|---|---|---|",
     ]
     verdicts: list[str] = []
     for count in FS_COUNTS:
@@ -228,9 +248,10 @@ def render(results: Results, plan: Plan, daemons: Sequence[str], pinned: bool) -
                     if REFERENCE in medians and name == HVGUEST
                     else ""
                 )
+                cpu = statistics.median(results.cpu_per_round[(name, count, load)]) * 1e6
                 lines.append(
                     f"| {count} | {load} | {name} | {_ms(medians[name])} | "
-                    f"{_ms(percentile(values, 0.9))} | {ratio} |"
+                    f"{_ms(percentile(values, 0.9))} | {ratio} | {cpu:.0f} |"
                 )
             if REFERENCE in medians and load in TARGET_LOADS:
                 ratio_value = medians[HVGUEST] / medians[REFERENCE]
