@@ -26,7 +26,7 @@ from hvguest.daemon.fcopy import build_fcopy_service
 from hvguest.daemon.fcopy_char import FAST_PATH_BURST, FCOPY_READ_SIZE, FcopyCharRunner
 from hvguest.daemon.loop import ChannelRunner, EventLoop
 from hvguest.protocol.fcopy import FcopyCodec, decode_write_fragment
-from hvguest.protocol.fcopy_messages import FcopyComplete, FcopyRequest, FcopyStart
+from hvguest.protocol.fcopy_messages import FcopyComplete, FcopyRequest, FcopyStart, FcopyWrite
 from hvguest.services.fcopy import FcopyService
 from hvguest.testing.fcopy_host import (
     fcopy_cancel,
@@ -282,3 +282,29 @@ def test_a_burst_is_bounded_so_the_event_loop_sees_signals(tmp_path: Path) -> No
     assert device.replies == [0] * total
     assert service.handle(FcopyComplete()) == HvStatus.S_OK
     assert (dest / "g.bin").read_bytes() == b"x" * total
+
+
+def test_an_unexpected_error_in_a_write_is_answered_like_the_generic_path(
+    served: _Served, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(offset: int, data: bytes | memoryview) -> HvStatus:
+        raise RuntimeError(f"a bug in the writer ({len(data)} bytes at {offset})")
+
+    runner = served.runner
+    generic = runner.handle
+
+    def broken_writes(request: FcopyRequest) -> HvStatus:
+        if isinstance(request, FcopyWrite):
+            return broken(request.offset, request.data)
+        status: HvStatus = generic(request)
+        return status
+
+    if isinstance(runner, FcopyCharRunner):
+        runner._write_fragment = broken  # the fast path's own hook
+    else:
+        runner.handle = broken_writes
+    with caplog.at_level(logging.ERROR, logger="hvguest.fcopy"):
+        assert fcopy_write(served.host, 0, b"x", timeout=STEP) == HvStatus.E_FAIL
+    assert "a bug in the writer" in caplog.text
+    # The daemon lives on and still answers.
+    assert fcopy_cancel(served.host, timeout=STEP) == HvStatus.S_OK

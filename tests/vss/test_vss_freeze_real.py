@@ -107,8 +107,9 @@ def test_watchdog_thaws_when_no_thaw_arrives(
     with start_vss(mounts, config="auto_thaw_after = 0.5\n") as rig:
         assert vss_freeze(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
         wait_for(lambda: not any(is_frozen(m) for m in mounts), "the watchdog to thaw")
-        # A late THAW from the host is still answered with success.
-        assert vss_thaw(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
+        # A late THAW is answered HV_E_FAIL: the guest did not stay frozen
+        # until it, so the host must not count the snapshot as consistent.
+        assert vss_thaw(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.E_FAIL
         rig.daemon.stop()
     assert "no THAW within 0.5 s of FREEZE: thawed 2 filesystem(s)" in rig.daemon.log()
 

@@ -101,3 +101,33 @@ def test_failing_hook_does_not_abort_when_configured(tmp_path: Path, start_vss: 
             assert vss_thaw(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
             rig.daemon.stop()
     assert "pre-freeze hook 10-fails failed: exit status 3: cannot reach db" in rig.daemon.log()
+
+
+def test_a_slow_thaw_hook_does_not_hold_back_the_thaw_reply(
+    tmp_path: Path, start_vss: StartVss
+) -> None:
+    # The kernel fails a THAW whose reply takes longer than its timeout (30 s,
+    # 5 s in this simulator): thaw hooks run after the reply, not before it.
+    require_zram()
+    hooks = make_hooks_dir(tmp_path)
+    journal = tmp_path / "hooks.log"
+    go = tmp_path / "go"
+    write_hook(
+        hooks,
+        "10-slow",
+        f'if [ "$1" = thaw ]; then i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do '
+        f"sleep 0.05; i=$((i+1)); done; fi\n"
+        f'echo "10-slow $1" >> {journal}\n',
+    )
+    with scratch_filesystems(1, tmp_path / "mnt") as (zram,):
+        config = f'hooks_dir = "{hooks}"\nhook_timeout = 60\n'
+        with start_vss([zram.mountpoint], config=config) as rig:
+            try:
+                assert vss_freeze(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
+                assert vss_thaw(rig.daemon.sim.host, timeout=WAIT).status == HvStatus.S_OK
+                assert not is_frozen(zram.mountpoint)
+            finally:
+                go.touch()
+            wait_for(lambda: "10-slow thaw" in journal.read_text(), "the thaw hook")
+            rig.daemon.stop()
+    assert journal.read_text().splitlines() == ["10-slow freeze", "10-slow thaw"]

@@ -119,3 +119,27 @@ def test_the_demo_command_freezes_a_vss_fs_for_real(tmp_path: Path) -> None:
         assert f"all of {mount} frozen" in result.stdout
         assert "everything thawed" in result.stdout
         assert not is_frozen(mount)
+
+
+def test_a_mount_covered_by_a_mount_over_its_parent_is_not_planned(tmp_path: Path) -> None:
+    # Opening the covered mount point reaches the covering filesystem, so
+    # "freezing" it would freeze the wrong one (or fail): it is skipped.
+    require_zram()
+    config = tmp_path / "hvguest.toml"
+    with scratch_filesystems(1, tmp_path / "mnt") as (zram,):
+        config.write_text(
+            f'[paths]\nrun = "{tmp_path / "run"}"\n'
+            f'[vss]\nhooks_dir = "{tmp_path / "hooks"}"\n'
+            f"include_mounts = {toml_list([zram.mountpoint])}\n"
+        )
+        cover = zram.mountpoint.parent
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "cover", str(cover)], check=True)
+        try:
+            result = hvguest(config, "vss", "plan", "--json")
+        finally:
+            subprocess.run(["umount", str(cover)], check=True)
+        assert result.returncode == 0, result.stderr
+        plan = json.loads(result.stdout)
+        assert plan["freeze"] == []
+        skipped = {item["mountpoint"]: item["reason"] for item in plan["skipped"]}
+        assert "hidden under another mount" in skipped[str(zram.mountpoint)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 from hvguest.config import Config
 from hvguest.linux.fcopy_files import JOURNAL_NAME, LinuxFileSink, resolve_owner
@@ -54,6 +55,14 @@ def log_fcopy_event(event: FcopyEvent) -> None:
         log.info("removed %s, left by an interrupted copy", event.path)
 
 
+def _with_resolved(prefixes: Sequence[str], resolve: Callable[[str], str]) -> tuple[str, ...]:
+    """Each prefix as written and resolved: destinations are compared resolved.
+
+    Denying "/lib" must deny "/usr/lib/..." too where /lib is a link to it.
+    """
+    return tuple(dict.fromkeys(form for prefix in prefixes for form in (prefix, resolve(prefix))))
+
+
 def build_fcopy_service(config: Config) -> FcopyService:
     """The service over the real filesystem; ``ConfigError`` for an unknown owner/group."""
     fcopy = config.fcopy
@@ -67,7 +76,10 @@ def build_fcopy_service(config: Config) -> FcopyService:
     )
     return FcopyService(
         sink,
-        policy=DestinationPolicy.from_prefixes(fcopy.allowed_dirs, fcopy.denied_dirs),
+        policy=DestinationPolicy.from_prefixes(
+            _with_resolved(fcopy.allowed_dirs, sink.resolve),
+            _with_resolved(fcopy.denied_dirs, sink.resolve),
+        ),
         clock=time.monotonic,
         report=log_fcopy_event,
     )

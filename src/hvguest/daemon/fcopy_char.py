@@ -113,7 +113,12 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
         write_fragment, replies = self._write_fragment, STATUS_REPLIES
         budget = FAST_PATH_BURST
         while True:
-            reply = replies[write_fragment(*fragment)]
+            try:
+                reply = replies[write_fragment(*fragment)]
+            except Exception:
+                # What ChannelRunner._answer does: a bug answers E_FAIL, the daemon lives.
+                self.log.exception("%s: unexpected error handling a WRITE_TO_FILE", self.name)
+                reply = replies[HvStatus.E_FAIL]
             try:
                 written = device.write(reply)
             except OSError as error:

@@ -7,6 +7,7 @@ The process equivalent of main() in tools/hv/hv_vss_daemon.c, minus the loop
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Final
@@ -93,8 +94,13 @@ class AutoThawWatchdog:
         self._due: float | None = None
 
     def deadline(self) -> float | None:
-        """When the current freeze must be undone; armed the first time it is seen."""
+        """When the current freeze must be undone; armed the first time it is seen.
+
+        Also due at once when a THAW left its thaw hooks for after its reply.
+        """
         service = self._service
+        if service.hooks_pending:
+            return -math.inf
         if not service.frozen:
             self._due = None
             return None
@@ -105,6 +111,9 @@ class AutoThawWatchdog:
 
     def tick(self, now: float) -> None:
         """The limit passed with no THAW: thaw now (retry soon if something stays frozen)."""
+        if self._service.hooks_pending:
+            self._service.run_deferred_hooks()
+            return
         if self._service.release(f"no THAW within {self._limit:g} s of FREEZE"):
             self._due = None
         else:

@@ -203,6 +203,9 @@ def print_plan(config: Config, *, as_json: bool) -> int:
 
 def thaw_all(config: Config) -> int:
     """`hvguest vss thaw`: exit 0 if nothing is left frozen, 1 otherwise."""
+    # Run while filesystems may be frozen: a .pyc written for the late imports
+    # below would block on a frozen disk before anything is thawed.
+    sys.dont_write_bytecode = True
     from hvguest.daemon.vss import build_vss_service
 
     report = build_vss_service(config).thaw_everything()

@@ -46,6 +46,7 @@ def serve_vss(config: Config) -> int:
         # The loop's close already thawed (on_reset); this covers a loop that
         # died between FREEZE and its device close.
         service.release("shutting down while frozen")
+        service.run_deferred_hooks()
         journal.close()
         hold(False)
         notify("STOPPING=1")

@@ -46,6 +46,8 @@ _TEMP_RANDOM_BYTES: Final = 4
 _TEMP_NAME_KEEP: Final = 255 - len(TEMP_PREFIX) - 1 - 2 * _TEMP_RANDOM_BYTES - len(TEMP_SUFFIX)
 #: The journal of open temporary files, under [paths] run.
 JOURNAL_NAME: Final = Path("hvguest") / "fcopy-open"
+#: It lists the one open copy's temporary file; anything much longer is damage.
+JOURNAL_READ_LIMIT: Final = 64 * 1024
 
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -182,12 +184,20 @@ class TempJournal:
             self.path.unlink(missing_ok=True)
 
     def recorded(self) -> list[str]:
-        """What the file lists (what a previous run may have left)."""
+        """What the file lists (what a previous run may have left).
+
+        A damaged journal must not stop the daemon: an unreadable one lists
+        nothing, and only its first JOURNAL_READ_LIMIT bytes are read.
+        """
         try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+            with self.path.open("rb") as journal:
+                raw = journal.read(JOURNAL_READ_LIMIT + 1)
+        except OSError:
             return []
-        return [os.fsdecode(item) for item in raw.split(b"\0") if item]
+        items = raw.split(b"\0")
+        if len(raw) > JOURNAL_READ_LIMIT:
+            items.pop()  # cut short by the limit: not a whole name
+        return [os.fsdecode(item) for item in items if item]
 
     def _save(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -359,21 +369,31 @@ class LinuxCopyTarget:
         self._release()
 
     def discard(self) -> None:
-        """Close and unlink the temporary file (relative to the directory fd)."""
+        """Close and unlink the temporary file (relative to the directory fd); never fails.
+
+        A temporary file that cannot be unlinked now (EROFS, EIO, EBUSY) stays
+        in the journal, so the next start-up removes it.
+        """
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             with contextlib.suppress(OSError):
                 os.close(fd)
+        removed = True
         if self._dir_fd >= 0:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(self.temp_name, dir_fd=self._dir_fd)
-        self._release()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                removed = False
+        self._release(forget=removed)
 
-    def _release(self) -> None:
+    def _release(self, *, forget: bool = True) -> None:
         if self._dir_fd >= 0:
             fd, self._dir_fd = self._dir_fd, -1
             os.close(fd)
-            self._sink.journal.remove(self.temp_path)
+            if forget:
+                self._sink.journal.remove(self.temp_path)
 
 
 class LinuxDestinationDir:

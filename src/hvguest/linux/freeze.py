@@ -76,7 +76,9 @@ def state_file_path(run_root: Path) -> Path:
 
 
 #: Characters escaped in the state file the way mountinfo escapes them.
-_UNSAFE: Final = re.compile(r"[\\\s]")
+#: ASCII only: every escape is then three octal digits, as _ESCAPED reads them
+#: back (a Unicode space such as U+00A0 would need more).
+_UNSAFE: Final = re.compile(r"[\\\s]", re.ASCII)
 _ESCAPED: Final = re.compile(r"\\([0-7]{3})")
 
 

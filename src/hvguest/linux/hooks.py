@@ -84,17 +84,28 @@ class LinuxHookRunner:
 
     def run(self, hook: str, phase: str) -> HookResult:
         """``<dir>/<hook> <phase>``; ok if it exits 0 within the timeout."""
+        path = self.directory / hook
+        # Output goes to an in-memory file, not a pipe: a hook that starts
+        # something in the background (a thaw hook resuming a service) leaves
+        # it holding stdout, and waiting for a pipe's EOF would wait for that
+        # program, then count the hook as timed out and kill what it started.
+        output_fd = os.memfd_create("hvguest-vss-hook", os.MFD_CLOEXEC)
+        try:
+            return self._run(path, hook, phase, output_fd)
+        finally:
+            os.close(output_fd)
+
+    def _run(self, path: Path, hook: str, phase: str, output_fd: int) -> HookResult:
         # Imported on first use: most guests have no hooks, and subprocess
         # costs the resident daemon about 0.5 MB. Runs before FIFREEZE, so
         # reading the module cannot block on a frozen disk.
         import subprocess  # noqa: PLC0415
 
-        path = self.directory / hook
         try:
             process = subprocess.Popen(
                 [str(path), phase],
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=output_fd,
                 stderr=subprocess.STDOUT,
                 cwd="/",
                 start_new_session=True,
@@ -102,13 +113,13 @@ class LinuxHookRunner:
         except OSError as error:
             return HookResult(hook, ok=False, detail=f"cannot start: {error.strerror}")
         try:
-            output, _ = process.communicate(timeout=self.timeout)
+            process.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(process)
             return HookResult(hook, ok=False, detail=f"timed out after {self.timeout:g} s; killed")
         if process.returncode == 0:
             return HookResult(hook, ok=True)
-        tail = output.decode("utf-8", "replace").strip()[-_OUTPUT_TAIL:]
+        tail = _output_tail(output_fd)
         how = (
             f"killed by signal {-process.returncode}"
             if process.returncode < 0
@@ -117,11 +128,16 @@ class LinuxHookRunner:
         return HookResult(hook, ok=False, detail=f"{how}: {tail}" if tail else how)
 
 
+def _output_tail(output_fd: int) -> str:
+    """The last characters the hook wrote (decoded leniently, stripped)."""
+    size = os.fstat(output_fd).st_size
+    # Four bytes per character at most, so the decoded tail is long enough.
+    chunk = os.pread(output_fd, _OUTPUT_TAIL * 4, max(0, size - _OUTPUT_TAIL * 4))
+    return chunk.decode("utf-8", "replace").strip()[-_OUTPUT_TAIL:]
+
+
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the hook's process group (it is its own session leader) and reap it."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    # The pipe may stay open in a grandchild that escaped the group; do not wait on it.
-    if process.stdout is not None:
-        process.stdout.close()
     process.wait()

@@ -36,13 +36,19 @@ def parse_mountinfo(text: str) -> list[Mount]:
     [optional fields...] - fstype source super-options``.
     """
     mounts: list[Mount] = []
-    for line in text.splitlines():
+    # split("\n"), not splitlines(): the kernel escapes only space, tab,
+    # newline and backslash, so a mount point may hold \f, \x85 or U+2028.
+    for line in text.split("\n"):
         fields = line.split(" ")
         try:
             separator = fields.index("-", 6)
         except ValueError:
             continue
         if len(fields) < separator + 3:
+            continue
+        try:
+            mount_id, parent_id = int(fields[0]), int(fields[1])
+        except ValueError:
             continue
         options = fields[5].split(",")
         super_options = fields[separator + 3].split(",") if len(fields) > separator + 3 else []
@@ -53,6 +59,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 fstype=fields[separator + 1],
                 device=fields[2],
                 read_only="ro" in options or "ro" in super_options,
+                mount_id=mount_id,
+                parent_id=parent_id,
             )
         )
     return mounts

@@ -8,9 +8,10 @@ send back the one ``HvStatus`` it returns.
 The guarantees the C daemons lack (protocol.md S15-S17, S19):
 
 * the copy goes to a temporary file beside the target and appears under its
-  final name only on a COMPLETE whose byte count matches ``file_size``, after
-  fsync, by an atomic rename; without OVER_WRITE that rename never replaces a
-  file, with it the old file stays whole until the new one is complete;
+  final name only on a COMPLETE after every byte of ``file_size`` was written
+  (a repeated fragment counts once), after fsync, by an atomic rename;
+  without OVER_WRITE that rename never replaces a file, with it the old file
+  stays whole until the new one is complete;
 * CANCEL, ``reset()`` and a new START while a copy is open remove the
   temporary file, and so does every failed WRITE or COMPLETE: a failure leaves
   nothing behind, under any name;
@@ -159,6 +160,10 @@ def _join(directory: str, name: str) -> str:
     return f"{directory.rstrip('/')}/{name}"
 
 
+#: Out-of-order byte ranges one copy may track; a host never sends any.
+MAX_SCATTERED_RANGES: Final = 1024
+
+
 @record(frozen=False)
 class _OpenCopy:
     target: CopyTarget
@@ -166,7 +171,31 @@ class _OpenCopy:
     file_size: int
     overwrite: bool
     started: float
+    #: Bytes the host sent (repeats included): for the log only.
     received: int = 0
+    #: Every byte below this was written. Counting bytes is not enough: a
+    #: repeated or overlapping fragment would make a short file look complete.
+    contiguous: int = 0
+    #: Written [start, end) ranges above ``contiguous`` (out-of-order fragments).
+    scattered: list[tuple[int, int]] | None = None
+
+    def note_written(self, start: int, end: int) -> bool:
+        """Record that [start, end) was written; False if too scattered to track."""
+        ranges = [*(self.scattered or ()), (start, end)]
+        ranges.sort()
+        kept: list[tuple[int, int]] = []
+        for low, high in ranges:
+            if low <= self.contiguous:
+                self.contiguous = max(self.contiguous, high)
+            elif kept and low <= kept[-1][1]:
+                kept[-1] = (kept[-1][0], max(kept[-1][1], high))
+            else:
+                kept.append((low, high))
+        # Ranges the grown prefix now reaches join it too.
+        while kept and kept[0][0] <= self.contiguous:
+            self.contiguous = max(self.contiguous, kept.pop(0)[1])
+        self.scattered = kept or None
+        return len(kept) <= MAX_SCATTERED_RANGES
 
 
 class FcopyService:
@@ -234,7 +263,12 @@ class FcopyService:
     def _open(self, request: FcopyStart) -> _OpenCopy:
         _check_name(request.file_name)
         directory = _check_directory(request.path_name)
-        refusal = self._policy.refusal(self._sink.resolve(directory))
+        # The resolved path names the real place; the literal one is what
+        # open_directory walks (it follows no link), should a link in the
+        # chain be swapped for a directory after resolve(): check both.
+        refusal = self._policy.refusal(self._sink.resolve(directory)) or self._policy.refusal(
+            directory
+        )
         if refusal is not None:
             raise OperationFailed(HvStatus.E_FAIL, refusal)
         destination = self._sink.open_directory(directory, create_missing=request.create_path)
@@ -284,16 +318,21 @@ class FcopyService:
         except OperationFailed as failure:
             return self._fail_open(copy, str(failure), failure.status)
         copy.received += size
+        if offset == copy.contiguous and copy.scattered is None:
+            copy.contiguous += size  # the host's order: the hot path
+        elif size and not copy.note_written(offset, offset + size):
+            return self._fail_open(copy, "too many out-of-order fragments", HvStatus.E_FAIL)
         return _OK
 
     def _complete(self) -> HvStatus:
         copy = self._copy
         if copy is None:
             return self._refuse("", "COMPLETE_FCOPY without an open copy", HvStatus.E_FAIL)
-        if copy.received != copy.file_size:
+        if copy.contiguous != copy.file_size:
             return self._fail_open(
                 copy,
-                f"received {copy.received} bytes, {copy.file_size} announced",
+                f"received {copy.received} bytes, but not bytes {copy.contiguous}.."
+                f" of the {copy.file_size} announced",
                 HvStatus.E_FAIL,
             )
         self._copy = None
@@ -301,7 +340,7 @@ class FcopyService:
             copy.target.commit(replace=copy.overwrite)
         except OperationFailed as failure:
             return self._refuse(copy.path, str(failure), failure.status)
-        self._report(CopyFinished(copy.path, copy.received, self._clock() - copy.started))
+        self._report(CopyFinished(copy.path, copy.file_size, self._clock() - copy.started))
         return HvStatus.S_OK
 
     def _cancel(self) -> HvStatus:

@@ -163,6 +163,10 @@ class Mount:
     read_only: bool = False
     #: The block device is a loop device or stacked on one (sysfs slaves/).
     on_loop: bool = False
+    #: mountinfo's mount ID and parent mount ID (0: unknown), to tell which
+    #: mount a path reaches when another is mounted over it or a parent.
+    mount_id: int = 0
+    parent_id: int = 0
 
 
 class MountSource(Protocol):

@@ -8,9 +8,10 @@ The policy (``build_plan``) keeps the reference's rules (only /dev/ sources;
 no read-only, vfat or loop-backed mounts; "/" last) and adds: filesystems
 that cannot be frozen are skipped with a reason instead of failing the whole
 FREEZE with EOPNOTSUPP; each superblock is frozen once (bind mounts, btrfs
-subvolumes) through "/" if it is the root filesystem; mounts hidden under a
-later mount at the same path are skipped (opening the path reaches the top
-one); and the [vss] include/exclude lists narrow it all down.
+subvolumes) through "/" if it is the root filesystem; mounts hidden under
+another mount (at their path or over a parent directory) are skipped, since
+opening the path reaches the one on top; and the [vss] include/exclude lists
+narrow it all down (excluding a mount point excludes its whole filesystem).
 
 The service guarantees (``VssService``): a failed FREEZE leaves nothing
 frozen; THAW attempts every mount even if one fails; ``release`` undoes a
@@ -158,9 +159,21 @@ def build_plan(mounts: Sequence[Mount], policy: FreezePolicy) -> FreezePlan:
     skipped: list[SkippedMount] = []
     eligible: list[Mount] = []
     last_at_path = {mount.mountpoint: index for index, mount in enumerate(mounts)}
+    # Excluding a mount point excludes its filesystem: FIFREEZE acts on the
+    # superblock, so freezing a bind mount of it would freeze it anyway.
+    excluded = {m.device: m.mountpoint for m in mounts if m.mountpoint in policy.exclude_mounts}
+    reached = reachable_mount_ids(mounts)
     for index, mount in enumerate(mounts):
         refusal = _refusal(mount, policy)
-        if refusal is None and last_at_path[mount.mountpoint] != index:
+        if refusal is None and mount.device in excluded:
+            reason = (
+                f"same filesystem as {excluded[mount.device]}, which is in [vss] exclude_mounts"
+            )
+            refusal = SkippedMount(mount, reason, notable=False)
+        if refusal is None and reached is not None and mount.mount_id not in reached:
+            # Opening its mount point would reach (and freeze) the mount on top.
+            refusal = SkippedMount(mount, "hidden under another mount at its path or a parent")
+        if refusal is None and reached is None and last_at_path[mount.mountpoint] != index:
             refusal = SkippedMount(mount, "hidden under a later mount at the same path")
         if refusal is None:
             eligible.append(mount)
@@ -181,6 +194,44 @@ def build_plan(mounts: Sequence[Mount], policy: FreezePolicy) -> FreezePlan:
     # Root last: see vss_operate().
     order = sorted(chosen.values(), key=lambda mount: mount.mountpoint == ROOT)
     return FreezePlan(freeze=tuple(order), skipped=tuple(skipped))
+
+
+def reachable_mount_ids(mounts: Sequence[Mount]) -> set[int] | None:
+    """IDs of the mounts a lookup of their own mount point reaches; None if IDs are unknown.
+
+    mountinfo is not in mount order (on a booted system "/" comes after
+    /proc), so "mounted later" cannot tell what covers what; the mount tree
+    can: walk each mount point from the root mount, one directory at a time,
+    stepping onto the mount attached there (and onto any mount stacked on it).
+    """
+    ids = {mount.mount_id for mount in mounts}
+    roots = [m for m in mounts if m.mountpoint == ROOT and m.parent_id not in ids]
+    if 0 in ids or len(roots) != 1:
+        return None
+    attached = {(mount.parent_id, mount.mountpoint): mount for mount in mounts}
+
+    def on_top(mount: Mount, path: str) -> Mount:
+        for _ in mounts:  # bounded: a damaged table must not loop forever
+            above = attached.get((mount.mount_id, path))
+            if above is None:
+                break
+            mount = above
+        return mount
+
+    reached: set[int] = set()
+    for mount in mounts:
+        current = on_top(roots[0], ROOT)
+        path = ""
+        for part in mount.mountpoint.split("/"):
+            if not part:
+                continue
+            path += "/" + part
+            child = attached.get((current.mount_id, path))
+            if child is not None:
+                current = on_top(child, path)
+        if current is mount:
+            reached.add(mount.mount_id)
+    return reached
 
 
 def _refusal(mount: Mount, policy: FreezePolicy) -> SkippedMount | None:
@@ -279,6 +330,10 @@ class VssService:
         self._session: _Session | None = None
         self._plan = FreezePlan()
         self._plan_for: Sequence[Mount] | None = None
+        #: Why the last FREEZE was undone before its THAW (watchdog, reset), if it was.
+        self._undone_early: str | None = None
+        #: Thaw hooks a THAW left to run after its reply (``run_deferred_hooks``).
+        self._deferred_hooks: tuple[str, ...] = ()
         #: FREEZE sessions started so far; the watchdog re-arms when it changes.
         self.freezes = 0
 
@@ -326,8 +381,10 @@ class VssService:
         if self._crash_consistent:
             self._log.info("VSS: op=FREEZE: succeeded (crash-consistent mode, nothing frozen)")
             return HvStatus.S_OK
+        self.run_deferred_hooks()
         if self._session is not None and not self.release("a new FREEZE arrived while frozen"):
             return HvStatus.E_FAIL
+        self._undone_early = None
         plan = self.plan()
         for skip in plan.skipped:
             level = self._log.info if skip.notable else self._log.debug
@@ -345,12 +402,15 @@ class VssService:
         self._session = session
         self.freezes += 1
         for mount in plan.freeze:
+            # In the session before the ioctl: if anything unexpected escapes
+            # after FIFREEZE took effect, THAW and release still undo it.
+            session.mountpoints.append(mount.mountpoint)
             try:
                 self._freezer.freeze(mount.mountpoint)
             except OperationFailed as failure:
+                session.mountpoints.pop()
                 self._fail_freeze(session, mount.mountpoint, str(failure))
                 return HvStatus.E_FAIL
-            session.mountpoints.append(mount.mountpoint)
         self._log.info(
             "VSS: op=FREEZE: succeeded (%d filesystem(s): %s)",
             len(plan.freeze),
@@ -389,7 +449,10 @@ class VssService:
     # -- THAW -----------------------------------------------------------------------
 
     def thaw(self) -> HvStatus:
-        """Thaw every mount (all attempted), then run the thaw hooks in reverse order."""
+        """Thaw every mount (all attempted); the thaw hooks wait for ``run_deferred_hooks``.
+
+        HV_E_FAIL also when the watchdog or a reset undid this freeze before it.
+        """
         if self._crash_consistent:
             self._log.info("VSS: op=THAW: succeeded (crash-consistent mode, nothing to thaw)")
             return HvStatus.S_OK
@@ -398,11 +461,20 @@ class VssService:
             # No FREEZE of ours is in effect (a restart, or the watchdog came
             # first): thaw what the journal and the plan name, as the
             # reference thaws every mount; FITHAW on a thawed fs is harmless.
-            report = self.thaw_everything()
-            return self._report_thaw(report)
-        report = self._thaw_mounts(reversed(session.mountpoints))
-        self._finish(session, report, phase="thaw")
-        return self._report_thaw(report)
+            status = self._report_thaw(self.thaw_everything())
+        else:
+            report = self._thaw_mounts(reversed(session.mountpoints))
+            self._finish(session, report, phase="thaw", defer_hooks=True)
+            status = self._report_thaw(report)
+        undone, self._undone_early = self._undone_early, None
+        if undone is not None:
+            # The guest did not stay frozen until this THAW (the watchdog or a
+            # reset thawed, maybe only in part), so the host's snapshot may not
+            # be consistent; say so, as Windows VSS fails a backup whose
+            # writes were held too long.
+            self._log.error("VSS: op=THAW: failed: the freeze was already undone (%s)", undone)
+            return HvStatus.E_FAIL
+        return status
 
     def _report_thaw(self, report: ThawReport) -> HvStatus:
         for mountpoint, why in report.failed:
@@ -422,6 +494,7 @@ class VssService:
         session = self._session
         if session is None:
             return True
+        self._undone_early = why
         report = self._thaw_mounts(reversed(session.mountpoints))
         self._finish(session, report, phase="thaw")
         for mountpoint, failure in report.failed:
@@ -481,8 +554,24 @@ class VssService:
             (thawed if outcome is FreezeOutcome.DONE else not_frozen).append(mountpoint)
         return ThawReport(tuple(thawed), tuple(not_frozen), tuple(failed))
 
-    def _finish(self, session: _Session, report: ThawReport, *, phase: str) -> None:
-        """Close ``session`` after a thaw pass, or keep what is still frozen in it."""
+    @property
+    def hooks_pending(self) -> bool:
+        """A THAW was answered and its thaw hooks have not run yet."""
+        return bool(self._deferred_hooks)
+
+    def run_deferred_hooks(self) -> None:
+        """Run the thaw hooks of the last THAW (the daemon calls it after the reply)."""
+        hooks, self._deferred_hooks = self._deferred_hooks, ()
+        self._run_hooks(hooks, "thaw")
+
+    def _finish(
+        self, session: _Session, report: ThawReport, *, phase: str, defer_hooks: bool = False
+    ) -> None:
+        """Close ``session`` after a thaw pass, or keep what is still frozen in it.
+
+        ``defer_hooks``: the kernel waits only 30 s for a THAW's reply, and the
+        hooks may take longer (each up to hook_timeout): the reply goes first.
+        """
         still = {mountpoint for mountpoint, _why in report.failed}
         session.mountpoints = [m for m in session.mountpoints if m in still]
         if session.mountpoints:
@@ -491,6 +580,9 @@ class VssService:
         self._session = None
         self._journal.clear()
         self._on_frozen(False)
+        if defer_hooks:
+            self._deferred_hooks = tuple(reversed(session.hooks))
+            return
         self._run_hooks(reversed(session.hooks), phase)
 
     def _run_hooks(self, hooks: Iterable[str], phase: str) -> None:

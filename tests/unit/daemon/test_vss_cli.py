@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,28 @@ def test_hvguest_vss_serve_options_are_parsed_without_argparse(
     assert serve_without_argparse(["--bogus"]) is None
     assert serve_without_argparse(["-n", "--config", str(tmp_path / "missing.toml")]) == 1
     assert "no such configuration file" in capsys.readouterr().err
+
+
+def test_thaw_writes_no_bytecode(tmp_path: Path) -> None:
+    # `hvguest vss thaw` runs when a filesystem may still be frozen (a killed
+    # daemon's ExecStopPost=): writing a .pyc for a module it imports late
+    # would block on that filesystem before anything is thawed.
+    import subprocess
+    import sys
+
+    config = fake_root(tmp_path, 'include_mounts = ["/nowhere"]\n')
+    cache = tmp_path / "pycache"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    script = "import sys; from hvguest.daemon.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "vss", "thaw", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    written = sorted(path.name for path in cache.rglob("*.pyc")) if cache.exists() else []
+    late = [name for name in written if name.split(".")[0] in {"freeze", "mounts", "hooks", "vss"}]
+    assert late == []

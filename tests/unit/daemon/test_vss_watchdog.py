@@ -81,3 +81,24 @@ def test_a_thaw_that_fails_is_retried_soon() -> None:
     del freezer.fail_thaw["/a"]
     watchdog.tick(131.0)
     assert not service.frozen
+
+
+def test_thaw_hooks_owed_by_a_thaw_are_due_at_once() -> None:
+    hooks = FakeHookRunner(hooks=["10-db"])
+    service = VssService(
+        mounts=FakeMountSource([Mount("/a", "/dev/sdb1", "ext4", "8:17")]),
+        freezer=FakeFreezer(),
+        journal=FakeJournal(),
+        hooks=hooks,
+        policy=FreezePolicy(),
+        log=RecordingLog(),
+    )
+    watchdog = AutoThawWatchdog(service, 30.0, Clock())
+    service.handle(VssFreeze())
+    service.handle(VssThaw())
+    due = watchdog.deadline()
+    assert due is not None
+    assert due <= 100.0
+    watchdog.tick(100.0)
+    assert hooks.runs == [("10-db", "freeze"), ("10-db", "thaw")]
+    assert watchdog.deadline() is None

@@ -71,3 +71,10 @@ def test_close_removes_an_empty_record_but_keeps_a_live_one(tmp_path: Path) -> N
     again.record(FrozenRecord(("/a",), ()))
     again.close()
     assert StateFileJournal(tmp_path / "vss-frozen").recorded() == FrozenRecord(("/a",), ())
+
+
+def test_record_round_trips_unicode_spaces_in_paths() -> None:
+    # U+00A0 and U+2028 count as whitespace to Python: escaped as \240 and
+    # \20050 they would not read back as the same path.
+    record = FrozenRecord(("/mnt/no\u00a0break", "/mnt/line\u2028sep", "/mnt/form\x0cfeed"), ())
+    assert parse_record(format_record(record)) == record

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -99,3 +101,32 @@ def test_a_hook_that_vanished_is_reported(tmp_path: Path) -> None:
     result = LinuxHookRunner(hooks_dir(tmp_path), 1.0, trusted_uid=ME).run("gone", "thaw")
     assert not result.ok
     assert result.detail.startswith("cannot start")
+
+
+def test_a_hook_that_leaves_a_background_program_running_succeeds(tmp_path: Path) -> None:
+    # A thaw hook resuming a service in the background: the hook itself
+    # exits 0 at once; the program it started keeps its stdout open. That is
+    # success, and the program must not be killed as part of a "timeout".
+    directory = hooks_dir(tmp_path)
+    pid_file = tmp_path / "child.pid"
+    hook(directory, "resume", f"sleep 300 & echo $! > {pid_file}; echo resumed\n")
+    try:
+        result = LinuxHookRunner(directory, 2.0, trusted_uid=ME).run("resume", "thaw")
+        assert result.ok, result.detail
+        child = Path(f"/proc/{pid_file.read_text().strip()}")
+        assert (child / "stat").read_text().split()[2] != "Z"
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+
+
+def test_a_failing_hook_reports_the_tail_of_long_output(tmp_path: Path) -> None:
+    directory = hooks_dir(tmp_path)
+    hook(
+        directory, "noisy", "i=0; while [ $i -lt 500 ]; do echo line $i; i=$((i+1)); done; exit 3\n"
+    )
+    result = LinuxHookRunner(directory, 5.0, trusted_uid=ME).run("noisy", "freeze")
+    assert not result.ok
+    assert result.detail.startswith("exit status 3: ")
+    assert result.detail.endswith("line 499")

@@ -36,8 +36,8 @@ def test_parse_mountinfo_fields() -> None:
         "/mnt/dm",
         "/mnt/dm-plain",
     ]
-    assert mounts[1] == Mount("/", "/dev/vda", "ext4", "254:0")
-    assert mounts[2] == Mount("/mnt/my disk", "/dev/sdb1", "xfs", "8:17")
+    assert mounts[1] == Mount("/", "/dev/vda", "ext4", "254:0", mount_id=29, parent_id=1)
+    assert mounts[2] == Mount("/mnt/my disk", "/dev/sdb1", "xfs", "8:17", mount_id=40, parent_id=29)
     assert mounts[3].read_only  # per-mount ro (a read-only bind)
     assert mounts[4].read_only  # superblock ro
     assert not mounts[2].read_only
@@ -79,3 +79,12 @@ def test_a_cycle_in_slaves_ends(tmp_path: Path) -> None:
 def test_real_mountinfo_parses_and_has_root() -> None:
     mounts = LinuxMountSource().mounts()
     assert any(m.mountpoint == "/" for m in mounts)
+
+
+def test_mount_points_with_unicode_line_breaks_parse() -> None:
+    # The kernel leaves these characters unescaped; they must not split the line.
+    text = (
+        "29 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        "40 29 8:17 / /mnt/a\x0cb\u2028c rw - xfs /dev/sdb1 rw\n"
+    )
+    assert [m.mountpoint for m in parse_mountinfo(text)] == ["/", "/mnt/a\x0cb\u2028c"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hvguest.config import VssConfig
+from hvguest.linux.mounts import parse_mountinfo
 from hvguest.services.ports import Mount
 from hvguest.services.vss import FreezePolicy, build_plan, cannot_freeze_reason
 
@@ -134,3 +135,41 @@ def test_policy_from_config_normalises_trailing_slashes() -> None:
 @pytest.mark.parametrize("fstype", ["ext4", "xfs", "btrfs", "f2fs", "jfs"])
 def test_block_filesystems_can_freeze(fstype: str) -> None:
     assert cannot_freeze_reason(fstype) is None
+
+
+def test_excluding_a_mount_point_excludes_its_filesystem_everywhere() -> None:
+    # FIFREEZE freezes the superblock: a bind mount of an excluded filesystem
+    # (here the root filesystem) must not freeze it through the back door.
+    root_bind = Mount("/var/lib/kubelet", "/dev/sda2", "ext4", "8:2")
+    policy = FreezePolicy(exclude_mounts=frozenset({"/"}))
+    plan = build_plan([ROOT, DATA, root_bind], policy)
+    assert plan.mountpoints == ("/data",)
+    assert "exclude_mounts" in reasons([ROOT, DATA, root_bind], policy)["/var/lib/kubelet"]
+
+
+def test_a_mount_covered_by_a_mount_over_its_parent_directory_is_skipped() -> None:
+    # /srv/a/b, then /srv/a mounted over it: opening /srv/a/b reaches a
+    # directory of the new /srv/a filesystem (excluded here), so freezing
+    # "/srv/a/b" would freeze that one instead. mountinfo lists "/" after its
+    # children, as on a booted system, so list order cannot decide this.
+    mounts = parse_mountinfo(
+        "22 27 0:21 / /proc rw - proc proc rw\n"
+        "27 1 8:2 / / rw - ext4 /dev/sda2 rw\n"
+        "40 27 8:17 / /srv/a/b rw - xfs /dev/sdb1 rw\n"
+        "41 27 8:33 / /srv/a rw - ext4 /dev/sdc1 rw\n"
+        "42 41 8:49 / /srv/a/c rw - ext4 /dev/sdd1 rw\n"
+    )
+    policy = FreezePolicy(exclude_mounts=frozenset({"/srv/a"}))
+    plan = build_plan(mounts, policy)
+    assert plan.mountpoints == ("/srv/a/c", "/")
+    assert "hidden under another mount" in reasons(mounts, policy)["/srv/a/b"]
+
+
+def test_stacked_mounts_freeze_only_the_top_one_whatever_the_list_order() -> None:
+    mounts = parse_mountinfo(
+        "30 50 8:49 / /data rw - ext4 /dev/sdd1 rw\n"
+        "27 1 8:2 / / rw - ext4 /dev/sda2 rw\n"
+        "50 27 8:17 / /data rw - xfs /dev/sdb1 rw\n"
+    )
+    plan = build_plan(mounts, FreezePolicy())
+    assert [mount.device for mount in plan.freeze] == ["8:49", "8:2"]

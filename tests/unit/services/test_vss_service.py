@@ -8,7 +8,7 @@ import pytest
 
 from hvguest.abi.constants import VSS_HBU_NO_AUTO_RECOVERY, HvStatus
 from hvguest.protocol.vss import VssFreeze, VssHotBackup, VssOther, VssReply, VssThaw
-from hvguest.services.ports import FrozenRecord, Mount
+from hvguest.services.ports import FreezeOutcome, FrozenRecord, Mount
 from hvguest.services.vss import FreezePolicy, VssService
 from hvguest.testing.fakes.vss import (
     FakeFreezer,
@@ -151,6 +151,10 @@ def test_hooks_run_freeze_in_order_and_thaw_in_reverse(rig: Rig) -> None:
     service = rig.service()
     service.handle(VssFreeze())
     service.handle(VssThaw())
+    # Thaw hooks wait for the THAW's reply (the kernel gives it only 30 s).
+    assert rig.hooks.runs == [("10-db", "freeze"), ("20-app", "freeze")]
+    assert service.hooks_pending
+    service.run_deferred_hooks()
     assert rig.hooks.runs == [
         ("10-db", "freeze"),
         ("20-app", "freeze"),
@@ -242,3 +246,57 @@ def test_recover_thaws_what_a_killed_daemon_recorded(rig: Rig) -> None:
 def test_recover_does_nothing_without_a_record(rig: Rig) -> None:
     assert rig.service().recover() is None
     assert rig.freezer.calls == []
+
+
+def test_thaw_after_the_freeze_was_undone_early_reports_failure(rig: Rig) -> None:
+    # The watchdog (or a reset) thawed before the host's THAW: the snapshot
+    # may have been taken unfrozen, so the THAW must not claim success.
+    service = rig.service()
+    assert service.handle(VssFreeze()) == VssReply(HvStatus.S_OK)
+    assert service.release("no THAW within 5 s")
+    assert service.handle(VssThaw()) == VssReply(HvStatus.E_FAIL)
+    assert any("already undone" in text for text in rig.log.messages("error"))
+    # Only that one THAW: the next round is judged on its own.
+    assert service.handle(VssThaw()) == VssReply(HvStatus.S_OK)
+    assert service.handle(VssFreeze()) == VssReply(HvStatus.S_OK)
+    assert service.handle(VssThaw()) == VssReply(HvStatus.S_OK)
+
+
+class FreezerThatBreaksAfterFreezing(FakeFreezer):
+    """FIFREEZE takes effect, then something unexpected escapes (not OperationFailed)."""
+
+    def freeze(self, mountpoint: str) -> FreezeOutcome:
+        outcome = super().freeze(mountpoint)
+        if mountpoint == "/b":
+            raise RuntimeError("unexpected")
+        return outcome
+
+
+def test_an_unexpected_error_after_a_freeze_still_leaves_it_to_thaw(rig: Rig) -> None:
+    rig.freezer = FreezerThatBreaksAfterFreezing()
+    service = rig.service()
+    with pytest.raises(RuntimeError):
+        service.handle(VssFreeze())
+    # The channel answers HV_E_FAIL; the watchdog's release must thaw /b too.
+    assert service.release("no THAW within 5 s")
+    assert rig.freezer.frozen == set()
+
+
+def test_thaw_after_a_partial_early_release_reports_failure(rig: Rig) -> None:
+    service = rig.service()
+    service.handle(VssFreeze())
+    rig.freezer.fail_thaw["/b"] = "EIO"
+    assert not service.release("no THAW within 5 s")  # /a and / thawed, /b still frozen
+    del rig.freezer.fail_thaw["/b"]
+    assert service.handle(VssThaw()) == VssReply(HvStatus.E_FAIL)
+    assert rig.freezer.frozen == set()
+    assert not service.frozen
+
+
+def test_a_new_freeze_runs_thaw_hooks_still_owed_first(rig: Rig) -> None:
+    rig.hooks.hooks = ["10-db"]
+    service = rig.service()
+    service.handle(VssFreeze())
+    service.handle(VssThaw())
+    service.handle(VssFreeze())
+    assert rig.hooks.runs == [("10-db", "freeze"), ("10-db", "thaw"), ("10-db", "freeze")]
