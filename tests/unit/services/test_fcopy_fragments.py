@@ -15,13 +15,6 @@ TARGET = "/srv/in/a.bin"
 
 
 @pytest.fixture
-def sink() -> FakeFileSink:
-    fake = FakeFileSink()
-    fake.add_dir("/srv/in")
-    return fake
-
-
-@pytest.fixture
 def service(sink: FakeFileSink) -> FcopyService:
     return FcopyService(sink, clock=lambda: 0.0)
 

@@ -34,13 +34,6 @@ class Clock:
 
 
 @pytest.fixture
-def sink() -> FakeFileSink:
-    fake = FakeFileSink()
-    fake.add_dir("/srv/in")
-    return fake
-
-
-@pytest.fixture
 def events() -> list[FcopyEvent]:
     return []
 
