@@ -133,3 +133,24 @@ def stop(started: Started, sim: Simulator) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("the simulated device was not released after the daemon exited")
         time.sleep(0.001)
+
+
+def warm_bytecode() -> None:
+    """Compile hvguest's .pyc files where Python looks for them, before any daemon starts.
+
+    An installed package starts from .pyc files; without this the first
+    daemon compiles every module and its peak RSS measures the compiler.
+    No PYTHONPYCACHEPREFIX: under a prefix even the standard library's
+    bytecode is looked for there, so every stdlib module would be compiled.
+    """
+    import hvguest
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    package = Path(hvguest.__file__).resolve().parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(package)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from bench.daemons import warm_bytecode
 from bench.fcopy_echo import build_echo
 from bench.procfs import can_pin, cpu_seconds, peak_rss_kib, pin_daemon, pin_harness
 from hvguest.abi.constants import DATA_FRAGMENT, OVER_WRITE, HvStatus
@@ -76,27 +77,6 @@ class DaemonSpec:
     name: str
     launch: Launcher
     writes: bool = True
-
-
-def warm_bytecode() -> None:
-    """Compile hvguest's .pyc files where Python looks for them, before any daemon starts.
-
-    An installed package starts from .pyc files; without this the first
-    daemon compiles every module and its peak RSS measures the compiler.
-    No PYTHONPYCACHEPREFIX: under a prefix even the standard library's
-    bytecode is looked for there, so every stdlib module would be compiled.
-    """
-    import hvguest
-
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.pop("PYTHONPYCACHEPREFIX", None)
-    package = Path(hvguest.__file__).resolve().parent
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(package)],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def hvguest_spec() -> DaemonSpec:

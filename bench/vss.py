@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from bench.daemons import warm_bytecode
 from bench.procfs import (
     DAEMON_CPU,
     HARNESS_CPU,
@@ -298,6 +299,7 @@ def run(quick: bool, vs_reference: bool) -> str:
         return _skip(f"{REFERENCE_VSS_DAEMON} is missing (install hyperv-daemons)")
     plan = QUICK if quick else FULL
     daemons = [HVGUEST, REFERENCE] if vs_reference else [HVGUEST]
+    warm_bytecode()
     pinned = can_pin()
     previous = os.sched_getaffinity(0)
     scratch = Path(tempfile.mkdtemp(prefix="hvbench-vss-"))
