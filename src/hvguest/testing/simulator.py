@@ -56,7 +56,14 @@ from hvguest.testing import fcopy_host, vss_host
 from hvguest.testing.fcopy_kernel import FcopyKernel
 from hvguest.testing.host import FakeHost, HostError, VmbusChannel
 from hvguest.testing.kvp_kernel import KvpKernel
-from hvguest.testing.transport import Timer, Timers, TransportMode, UtilState, UtilsTransport
+from hvguest.testing.transport import (
+    GuestChannel,
+    Timer,
+    Timers,
+    TransportMode,
+    UtilState,
+    UtilsTransport,
+)
 from hvguest.testing.vss_kernel import VssKernel
 from hvguest.testing.wire import (
     MAX_DATAGRAM,
@@ -102,50 +109,26 @@ class SimulatedService(Protocol):
         """The device is being rescinded."""
 
 
-ServiceFactory = Callable[
-    [UtilsTransport, VmbusChannel, Timers, float, Callable[[UtilState], None]], SimulatedService
-]
+class ServiceFactory(Protocol):
+    """How a kernel service is built: every simulated util driver's constructor."""
+
+    def __call__(
+        self,
+        transport: UtilsTransport,
+        channel: GuestChannel,
+        timers: Timers,
+        *,
+        reply_timeout: float,
+        on_state: Callable[[UtilState], None] | None,
+    ) -> SimulatedService: ...
 
 
-def _make_kvp(
-    transport: UtilsTransport,
-    channel: VmbusChannel,
-    timers: Timers,
-    reply_timeout: float,
-    on_state: Callable[[UtilState], None],
-) -> SimulatedService:
-    return KvpKernel(transport, channel, timers, reply_timeout=reply_timeout, on_state=on_state)
-
-
-#: Kernel services by device name; VSS and FCOPY slot in here.
-SERVICES: Final[dict[str, ServiceFactory]] = {"kvp": _make_kvp}
-
-
-def _make_vss(
-    transport: UtilsTransport,
-    channel: VmbusChannel,
-    timers: Timers,
-    reply_timeout: float,
-    on_state: Callable[[UtilState], None],
-) -> SimulatedService:
-    # The FREEZE timeout is set by Simulator._offer (vss_freeze_timeout).
-    return VssKernel(transport, channel, timers, reply_timeout=reply_timeout, on_state=on_state)
-
-
-SERVICES["vss"] = _make_vss
-
-
-def _make_fcopy(
-    transport: UtilsTransport,
-    channel: VmbusChannel,
-    timers: Timers,
-    reply_timeout: float,
-    on_state: Callable[[UtilState], None],
-) -> SimulatedService:
-    return FcopyKernel(transport, channel, timers, reply_timeout=reply_timeout, on_state=on_state)
-
-
-SERVICES["fcopy"] = _make_fcopy
+#: Kernel services by device name (VSS's FREEZE timeout is set in Simulator._offer).
+SERVICES: Final[dict[str, ServiceFactory]] = {
+    "kvp": KvpKernel,
+    "vss": VssKernel,
+    "fcopy": FcopyKernel,
+}
 
 
 class _Timer:
@@ -474,7 +457,11 @@ class Simulator:
         transport = UtilsTransport(name)
         channel = self._channels[name]
         service = SERVICES[name](
-            transport, channel, self._timers, self.reply_timeout, self._state_changed
+            transport,
+            channel,
+            self._timers,
+            reply_timeout=self.reply_timeout,
+            on_state=self._state_changed,
         )
         if isinstance(service, VssKernel):
             service.freeze_timeout = self.vss_freeze_timeout
