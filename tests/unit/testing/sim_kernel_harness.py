@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from hvguest.abi.constants import KVP_OP_REGISTER1
 from hvguest.abi.structs import KVP_MSG_SIZE
@@ -80,15 +81,21 @@ class Endpoint:
         self.hangups += 1
 
 
-class KernelHarness:
-    """One KVP driver with a hand-driven daemon side and host side."""
+class DriverHarness:
+    """One util driver with a hand-driven daemon side and host side.
 
-    def __init__(self) -> None:
-        self.transport = UtilsTransport("kvp")
+    The daemon side opens, writes and reads the transport directly; the host
+    side posts packets on a ListChannel and reads the answers by request id.
+    Subclasses add the driver's registration and reply framing.
+    """
+
+    def __init__(self, name: str, icmsgtype: int, make_kernel: Callable[..., Any]) -> None:
+        self.transport = UtilsTransport(name)
         self.channel = ListChannel()
         self.timers = ManualTimers()
-        self.kernel = KvpKernel(self.transport, self.channel, self.timers, reply_timeout=30.0)
+        self.kernel = make_kernel(self.transport, self.channel, self.timers)
         self.endpoint = Endpoint()
+        self.icmsgtype = icmsgtype
         self._next_request = 0
 
     # daemon side
@@ -106,22 +113,17 @@ class KernelHarness:
         self.transport.read_done()
         return message
 
-    def register(self, operation: int = KVP_OP_REGISTER1) -> bytes:
-        assert self.open() == 0
-        registration = bytearray(KVP_MSG_SIZE)
-        registration[0] = operation
-        assert self.write(bytes(registration)) == KVP_MSG_SIZE
-        return self.read()
-
     def close(self) -> None:
         self.transport.release()
 
     # host side
-    def host_send(self, payload: bytes | bytearray, icmsgtype: int = ICMSGTYPE_KVPEXCHANGE) -> int:
-        """Post a packet and raise the interrupt; its request id."""
-        return self.host_send_packet(build_packet(icmsgtype, payload))
+    def host_send(self, payload: bytes | bytearray, icmsgtype: int | None = None) -> int:
+        """Post a packet (the driver's own message type by default); its request id."""
+        kind = self.icmsgtype if icmsgtype is None else icmsgtype
+        return self.host_send_packet(build_packet(kind, payload))
 
     def host_send_packet(self, packet: bytes) -> int:
+        """Post a raw packet and raise the interrupt; its request id."""
         self._next_request += 1
         self.channel.ring.append((packet, self._next_request))
         self.kernel.on_channel_callback()
@@ -133,3 +135,25 @@ class KernelHarness:
             return None
         (status,) = struct.unpack_from("<I", packet, ICMSG_STATUS_OFFSET)
         return HostPacketReply(status=status, payload=packet[ICMSG_HDR:])
+
+
+class KernelHarness(DriverHarness):
+    """One KVP driver with a hand-driven daemon side and host side."""
+
+    kernel: KvpKernel
+
+    def __init__(self) -> None:
+        super().__init__(
+            "kvp",
+            ICMSGTYPE_KVPEXCHANGE,
+            lambda transport, channel, timers: KvpKernel(
+                transport, channel, timers, reply_timeout=30.0
+            ),
+        )
+
+    def register(self, operation: int = KVP_OP_REGISTER1) -> bytes:
+        assert self.open() == 0
+        registration = bytearray(KVP_MSG_SIZE)
+        registration[0] = operation
+        assert self.write(bytes(registration)) == KVP_MSG_SIZE
+        return self.read()

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sim_kernel_harness import Endpoint, ListChannel, ManualTimers
+from sim_kernel_harness import DriverHarness
 
 from hvguest.abi.constants import CREATE_PATH, OVER_WRITE, FcopyOp, HvStatus
 from hvguest.abi.structs import FCOPY_HDR_SIZE, FCOPY_START_SIZE, FCOPY_WRITE_SIZE
@@ -29,71 +29,41 @@ from hvguest.testing.fcopy_host import (
     start_message,
     write_message,
 )
-from hvguest.testing.host import HostPacketReply, build_packet
+from hvguest.testing.host import build_packet
 from hvguest.testing.simulator import ControlClient, ControlServer, Simulator
 from hvguest.testing.transport import (
     ICMSG_HDR,
-    ICMSG_STATUS_OFFSET,
     ICMSGTYPE_FCOPY,
     ICMSGTYPE_KVPEXCHANGE,
     ICMSGTYPE_NEGOTIATE,
     UtilState,
-    UtilsTransport,
 )
 
 E_FAIL = HvStatus.E_FAIL
 VERSION_1 = struct.pack("<i", 1)
 
 
-class FcopyHarness:
+class FcopyHarness(DriverHarness):
     """One FCOPY driver with a hand-driven daemon side and host side."""
 
+    kernel: fk.FcopyKernel
+
     def __init__(self) -> None:
-        self.transport = UtilsTransport("fcopy")
-        self.channel = ListChannel()
-        self.timers = ManualTimers()
-        self.kernel = fk.FcopyKernel(self.transport, self.channel, self.timers, reply_timeout=30.0)
-        self.endpoint = Endpoint()
-        self._next_request = 0
-
-    # daemon side
-    def open(self) -> int:
-        self.endpoint = Endpoint()
-        return self.transport.open(self.endpoint)
-
-    def write(self, data: bytes) -> int:
-        return self.transport.write(data)
+        super().__init__(
+            "fcopy",
+            ICMSGTYPE_FCOPY,
+            lambda transport, channel, timers: fk.FcopyKernel(
+                transport, channel, timers, reply_timeout=30.0
+            ),
+        )
 
     def reply(self, status: int) -> int:
         return self.write(struct.pack("<i", status - (1 << 32) if status >= 1 << 31 else status))
-
-    def read(self) -> bytes:
-        message = self.transport.queued
-        assert message is not None, "nothing queued for the daemon"
-        self.transport.read_done()
-        return message
 
     def register(self) -> bytes:
         assert self.open() == 0
         assert self.write(VERSION_1) == 4
         return self.read()
-
-    # host side
-    def host_send(self, payload: bytes | bytearray, icmsgtype: int = ICMSGTYPE_FCOPY) -> int:
-        return self.host_send_packet(build_packet(icmsgtype, payload))
-
-    def host_send_packet(self, packet: bytes) -> int:
-        self._next_request += 1
-        self.channel.ring.append((packet, self._next_request))
-        self.kernel.on_channel_callback()
-        return self._next_request
-
-    def answer(self, request_id: int) -> HostPacketReply | None:
-        packet = self.channel.answers.get(request_id)
-        if packet is None:
-            return None
-        (status,) = struct.unpack_from("<I", packet, ICMSG_STATUS_OFFSET)
-        return HostPacketReply(status=status, payload=packet[ICMSG_HDR:])
 
     def status(self, request_id: int) -> int | None:
         answer = self.answer(request_id)

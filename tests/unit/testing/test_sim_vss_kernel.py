@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sim_kernel_harness import Endpoint, ListChannel, ManualTimers
+from sim_kernel_harness import DriverHarness
 
 from hvguest.abi.constants import (
     VSS_FREEZE_TIMEOUT,
@@ -22,16 +22,13 @@ from hvguest.abi.constants import (
 )
 from hvguest.abi.structs import VSS_MSG_SIZE
 from hvguest.linux.device import open_device
-from hvguest.testing.host import HostAbortedError, HostPacketReply, build_packet
+from hvguest.testing.host import HostAbortedError, HostPacketReply
 from hvguest.testing.simulator import ControlClient, ControlServer, Simulator
 from hvguest.testing.transport import (
-    ICMSG_HDR,
-    ICMSG_STATUS_OFFSET,
     ICMSGTYPE_KVPEXCHANGE,
     ICMSGTYPE_NEGOTIATE,
     ICMSGTYPE_VSS,
     UtilState,
-    UtilsTransport,
 )
 from hvguest.testing.vss_host import (
     decode_vss_reply,
@@ -49,31 +46,19 @@ E_FAIL = HvStatus.E_FAIL
 WAIT = 10.0
 
 
-class VssHarness:
+class VssHarness(DriverHarness):
     """One VSS driver with a hand-driven daemon side and host side (no threads, no clock)."""
 
+    kernel: VssKernel
+
     def __init__(self) -> None:
-        self.transport = UtilsTransport("vss")
-        self.channel = ListChannel()
-        self.timers = ManualTimers()
-        self.kernel = VssKernel(
-            self.transport, self.channel, self.timers, reply_timeout=30.0, freeze_timeout=900.0
+        super().__init__(
+            "vss",
+            ICMSGTYPE_VSS,
+            lambda transport, channel, timers: VssKernel(
+                transport, channel, timers, reply_timeout=30.0, freeze_timeout=900.0
+            ),
         )
-        self.endpoint = Endpoint()
-        self._next_request = 0
-
-    def open(self) -> int:
-        self.endpoint = Endpoint()
-        return self.transport.open(self.endpoint)
-
-    def write(self, data: bytes) -> int:
-        return self.transport.write(data)
-
-    def read(self) -> bytes:
-        message = self.transport.queued
-        assert message is not None, "nothing queued for the daemon"
-        self.transport.read_done()
-        return message
 
     def register(self) -> bytes:
         assert self.open() == 0
@@ -83,21 +68,8 @@ class VssHarness:
     def reply(self, error: int) -> int:
         return self.write(struct.pack("<i", error) + bytes(VSS_MSG_SIZE - 4))
 
-    def host_send(self, payload: bytes | bytearray, icmsgtype: int = ICMSGTYPE_VSS) -> int:
-        self._next_request += 1
-        self.channel.ring.append((build_packet(icmsgtype, payload), self._next_request))
-        self.kernel.on_channel_callback()
-        return self._next_request
-
     def host_op(self, op: int, flags: int = 0) -> int:
         return self.host_send(vss_message(op, flags=flags))
-
-    def answer(self, request_id: int) -> HostPacketReply | None:
-        packet = self.channel.answers.get(request_id)
-        if packet is None:
-            return None
-        (status,) = struct.unpack_from("<I", packet, ICMSG_STATUS_OFFSET)
-        return HostPacketReply(status=status, payload=packet[ICMSG_HDR:])
 
     def status(self, request_id: int) -> int:
         answer = self.answer(request_id)
