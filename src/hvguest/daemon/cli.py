@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from hvguest import __version__
 from hvguest.config import Config, load_config
 from hvguest.daemon.logs import configure_logging
-from hvguest.daemon.options import OptionError, parse_options
+from hvguest.daemon.options import OptionError, parse_options, reference_flags
 from hvguest.errors import ConfigError
 from hvguest.records import replace
 
@@ -36,20 +36,16 @@ Configuration: /etc/hvguest/hvguest.toml (or $HVGUEST_CONFIG).
 
 def kvp_daemon_main(argv: Sequence[str] | None = None) -> int:
     """`hv_kvp_daemon [-n] [-d] [-h]`: the reference daemon's flags and exit codes."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        flags, _operands = parse_options(
-            args,
-            short={"n": "no-daemon", "d": "debug-enabled", "h": "help"},
-            long={name: name for name in ("no-daemon", "debug-enabled", "help")},
-            permute=False,
-        )
-    except OptionError as error:
-        sys.stderr.write(f"hv_kvp_daemon: {error}\n{_KVP_USAGE.format(version=__version__)}")
-        return 1
-    if "help" in flags:
-        sys.stderr.write(_KVP_USAGE.format(version=__version__))
-        return 0
+    flags = reference_flags(
+        "hv_kvp_daemon",
+        sys.argv[1:] if argv is None else argv,
+        usage=_KVP_USAGE.format(version=__version__),
+        letters={"n": "no-daemon", "d": "debug-enabled"},
+        help_exit=0,
+        error_exit=1,
+    )
+    if isinstance(flags, int):
+        return flags
     return _run_kvp(
         config_path=None, foreground="no-daemon" in flags, debug="debug-enabled" in flags
     )

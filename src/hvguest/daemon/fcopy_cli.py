@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hvguest import __version__
 from hvguest.config import Config, load_config
-from hvguest.daemon.options import OptionError, parse_options
+from hvguest.daemon.options import OptionError, parse_options, reference_flags
 from hvguest.errors import ConfigError
 from hvguest.records import replace
 
@@ -122,21 +122,16 @@ def fcopy_uio_daemon_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _drop_in(program: str, argv: Sequence[str] | None, *, usage_exit: int, ident: str) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    usage = _USAGE.format(program=program, version=__version__)
-    try:
-        flags, _operands = parse_options(
-            args,
-            short={"n": "no-daemon", "h": "help"},
-            long={"no-daemon": "no-daemon", "help": "help"},
-            permute=False,
-        )
-    except OptionError as error:
-        sys.stderr.write(f"{program}: {error}\n{usage}")
-        return usage_exit
-    if "help" in flags:
-        sys.stderr.write(usage)
-        return usage_exit
+    flags = reference_flags(
+        program,
+        sys.argv[1:] if argv is None else argv,
+        usage=_USAGE.format(program=program, version=__version__),
+        letters={"n": "no-daemon"},
+        help_exit=usage_exit,
+        error_exit=usage_exit,
+    )
+    if isinstance(flags, int):
+        return flags
     try:
         config = load_config(None)
     except ConfigError as error:

@@ -13,6 +13,7 @@ for options that take a value, ``--`` ends the options.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection, Mapping, Sequence
 
 
@@ -102,3 +103,34 @@ def _short_flags(
         found[name] = value
         break
     return index
+
+
+def reference_flags(
+    program: str,
+    args: Sequence[str],
+    *,
+    usage: str,
+    letters: Mapping[str, str],
+    help_exit: int,
+    error_exit: int,
+) -> set[str] | int:
+    """The flags of a drop-in ``hv_*_daemon``, or its exit status after printing ``usage``.
+
+    ``letters`` maps each short flag to its long name (``-h``/``--help`` is
+    always there); options end at the first operand, as with the reference's
+    getopt_long(). ``-h`` prints the usage and gives ``help_exit``, a bad
+    option prints why and the usage and gives ``error_exit``: the reference
+    daemons differ in both.
+    """
+    names = {**letters, "h": "help"}
+    try:
+        flags, _operands = parse_options(
+            args, short=names, long={name: name for name in names.values()}, permute=False
+        )
+    except OptionError as error:
+        sys.stderr.write(f"{program}: {error}\n{usage}")
+        return error_exit
+    if "help" in flags:
+        sys.stderr.write(usage)
+        return help_exit
+    return set(flags)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvguest import __version__
 from hvguest.config import Config, load_config
-from hvguest.daemon.options import OptionError, parse_options
+from hvguest.daemon.options import OptionError, parse_options, reference_flags
 from hvguest.errors import ConfigError
 from hvguest.records import replace
 
@@ -75,20 +75,16 @@ def run_vss_command(args: argparse.Namespace) -> int:
 
 def vss_daemon_main(argv: Sequence[str] | None = None) -> int:
     """`hv_vss_daemon [-n] [-h]`: the reference daemon's flags and exit codes."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        flags, _operands = parse_options(
-            args,
-            short={"n": "no-daemon", "h": "help"},
-            long={"no-daemon": "no-daemon", "help": "help"},
-            permute=False,
-        )
-    except OptionError as error:
-        sys.stderr.write(f"hv_vss_daemon: {error}\n{_VSS_USAGE.format(version=__version__)}")
-        return 1
-    if "help" in flags:
-        sys.stderr.write(_VSS_USAGE.format(version=__version__))
-        return 0
+    flags = reference_flags(
+        "hv_vss_daemon",
+        sys.argv[1:] if argv is None else argv,
+        usage=_VSS_USAGE.format(version=__version__),
+        letters={"n": "no-daemon"},
+        help_exit=0,
+        error_exit=1,
+    )
+    if isinstance(flags, int):
+        return flags
     try:
         config = load_config(None)
     except ConfigError as error:

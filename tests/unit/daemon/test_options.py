@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hvguest.daemon.options import OptionError, parse_options
+from hvguest.daemon.options import OptionError, parse_options, reference_flags
 
 SHORT = {"n": "no-daemon", "d": "debug", "c": "config"}
 LONG = {"no-daemon": "no-daemon", "debug": "debug", "debug-enabled": "debug", "config": "config"}
@@ -79,3 +79,22 @@ def test_double_dash_ends_the_options() -> None:
 
 def test_a_lone_dash_is_an_operand() -> None:
     assert parse("-") == ({}, ["-"])
+
+
+def test_reference_flags_give_the_flags_or_the_daemon_specific_exit_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    usage = "Usage: hv_x_daemon [options]\n"
+    letters = {"n": "no-daemon", "d": "debug-enabled"}
+
+    def flags(*args: str) -> set[str] | int:
+        return reference_flags(
+            "hv_x_daemon", args, usage=usage, letters=letters, help_exit=7, error_exit=9
+        )
+
+    assert flags("-nd") == {"no-daemon", "debug-enabled"}
+    assert flags("--no-daemon", "operand", "-d") == {"no-daemon"}  # options end at an operand
+    assert flags("-h") == 7
+    assert capsys.readouterr().err == usage
+    assert flags("--bogus") == 9
+    assert capsys.readouterr().err == f"hv_x_daemon: option --bogus not recognized\n{usage}"
