@@ -14,11 +14,15 @@ _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 #: Fields of /proc/<pid>/stat after "(comm) ": state is index 0, utime 11, stime 12.
 _UTIME: Final = 11
 _STIME: Final = 12
+#: The CPUs this process may use, read before ``pin_harness`` narrows them to
+#: one: asked afterwards, ``can_pin`` would say no and every daemon would
+#: inherit the harness CPU (it did, until 2026-11-27: see docs/benchmarks.md).
+_ALLOWED_AT_START: Final = frozenset(os.sched_getaffinity(0))
 
 
 def can_pin() -> bool:
-    """Both CPUs exist and this process may use them."""
-    return {HARNESS_CPU, DAEMON_CPU} <= os.sched_getaffinity(0)
+    """Both CPUs exist and this process was allowed both when it started."""
+    return {HARNESS_CPU, DAEMON_CPU} <= _ALLOWED_AT_START
 
 
 def pin_harness() -> None:

@@ -226,7 +226,7 @@ class _ScriptedDevice:
     def read(self, size: int) -> bytes:
         return self.queued.pop(0)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         self.replies.append(int.from_bytes(data, "little"))
         return len(data)
 

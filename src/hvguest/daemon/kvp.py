@@ -7,30 +7,40 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
 
 from hvguest.config import Config
-from hvguest.daemon.loop import ChannelRunner
+from hvguest.daemon.kvp_runner import KvpRunner
+from hvguest.daemon.loop import PollWatcher
 from hvguest.linux.netinfo import LinuxNetInfo
 from hvguest.linux.netlink import ChangeMonitor
 from hvguest.linux.osinfo import LinuxOsInfo
 from hvguest.linux.pools import LinuxPoolStore
 from hvguest.protocol.channel import KernelVersion
-from hvguest.protocol.kvp import KvpCodec, KvpReply, KvpRequest
 from hvguest.services.kvp import KvpService
 from hvguest.services.ports import IpConfigurator, IpSettings
-
-#: Read buffer: larger than any KVP message, so an oversized one is read whole
-#: and answered HV_E_FAIL instead of failing every read with EINVAL.
-KVP_READ_SIZE: Final = 16384
 
 log = logging.getLogger("hvguest.kvp")
 
 
-def build_kvp_service(config: Config) -> tuple[KvpService, Callable[[], None]]:
-    """The service with its real adapters, and what releases them.
+class _PoolChanges:
+    """The pool store's inotify queue as the event loop's ``PollWatcher``."""
 
-    The OS info owns a resolver thread; the network info a change monitor.
+    def __init__(self, pools: LinuxPoolStore, fd: int) -> None:
+        self._fd = fd
+        self.after_poll = pools.after_poll
+        self.after_serving = pools.after_serving
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+def build_kvp_service(
+    config: Config,
+) -> tuple[KvpService, Callable[[], None], list[PollWatcher]]:
+    """The service with its real adapters, what releases them, and what the loop must poll.
+
+    The OS info owns a resolver thread; the network info a change monitor;
+    the pool store an inotify queue, polled with the device.
     """
     kvp = config.kvp
     pools = LinuxPoolStore(kvp.state_dir, file_mode=kvp.pool_file_mode, fsync=kvp.fsync)
@@ -55,7 +65,9 @@ def build_kvp_service(config: Config) -> tuple[KvpService, Callable[[], None]]:
         os_info.close()
         net.close()
 
-    return service, close
+    change_fd = pools.change_fd()
+    watchers: list[PollWatcher] = [] if change_fd is None else [_PoolChanges(pools, change_fd)]
+    return service, close, watchers
 
 
 class _IpConfiguratorOnFirstUse:
@@ -91,18 +103,10 @@ def _change_monitor() -> ChangeMonitor | None:
         return None
 
 
-def kvp_runner(config: Config, service: KvpService) -> ChannelRunner[KvpRequest, KvpReply]:
+def kvp_runner(config: Config, service: KvpService) -> KvpRunner:
     """The channel runner serving ``service`` on the configured device."""
 
     def on_version(version: KernelVersion) -> None:
         service.kernel_version = version.text
 
-    return ChannelRunner(
-        name="kvp",
-        device_path=config.kvp.device,
-        codec=KvpCodec(),
-        handle=service.handle,
-        read_size=KVP_READ_SIZE,
-        log=log,
-        on_version=on_version,
-    )
+    return KvpRunner(config.kvp.device, service.handle, log=log, on_version=on_version)

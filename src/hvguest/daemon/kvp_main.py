@@ -19,13 +19,13 @@ def serve_kvp(config: Config) -> int:
     """Serve the KVP device until SIGTERM/SIGINT; returns the exit code."""
     set_process_name("hv_kvp_daemon")
     log.info("KVP starting; pid is:%d", os.getpid())
-    service, release = build_kvp_service(config)
+    service, release, watchers = build_kvp_service(config)
     runner = kvp_runner(config, service)
 
     def on_ready() -> None:
         notify(f"READY=1\nSTATUS=registered with the kernel (version {service.kernel_version})")
 
-    loop = EventLoop([runner], on_ready=on_ready)
+    loop = EventLoop([runner], on_ready=on_ready, watchers=watchers)
     loop.install_signal_handlers()
     # Everything built so far lives as long as the process: keep the cyclic
     # collector from walking it again and again while requests come in.

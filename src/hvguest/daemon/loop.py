@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from hvguest.abi.constants import HvStatus
-from hvguest.errors import OperationFailed, WireError
+from hvguest.errors import ChannelError, OperationFailed, WireError
 from hvguest.linux.device import Device, open_device
 from hvguest.protocol.channel import Channel, Codec, KernelVersion, Malformed
 
@@ -114,7 +114,7 @@ class ChannelRunner(Generic[Req, Rep]):
             return False
         except OSError as error:
             self.log.warning(
-                "%s: cannot open %s: %s", self.name, self.device_path, _describe(error)
+                "%s: cannot open %s: %s", self.name, self.device_path, describe_os_error(error)
             )
             self._schedule_retry(now)
             return False
@@ -123,7 +123,9 @@ class ChannelRunner(Generic[Req, Rep]):
         try:
             device.write(self.channel.registration())
         except OSError as error:
-            self.log.warning("%s: registration write failed: %s", self.name, _describe(error))
+            self.log.warning(
+                "%s: registration write failed: %s", self.name, describe_os_error(error)
+            )
             device.close()
             self._schedule_retry(now)
             return False
@@ -156,11 +158,15 @@ class ChannelRunner(Generic[Req, Rep]):
         except InterruptedError:
             return
         except OSError as error:
-            self.close(now, f"read failed: {_describe(error)}")
+            self.close(now, f"read failed: {describe_os_error(error)}")
             return
         if not datagram:
             self.close(now, "read returned no data")
             return
+        self.serve_datagram(datagram, now)
+
+    def serve_datagram(self, datagram: bytes, now: float) -> None:
+        """Answer one message already read (``service_one`` after its read)."""
         try:
             event = self.channel.receive(datagram)
         except WireError as error:
@@ -193,20 +199,27 @@ class ChannelRunner(Generic[Req, Rep]):
         except Exception:
             self.log.exception("%s: unexpected error handling %r", self.name, request)
             return self.channel.reply_failure(HvStatus.E_FAIL)
-        return self.channel.reply(reply)
+        try:
+            return self.channel.reply(reply)
+        except ChannelError as error:
+            # A reply the codec cannot encode is a local bug; the request is
+            # still pending, so the kernel gets a failure instead of nothing.
+            self.log.error("%s: cannot encode the reply %r: %s", self.name, reply, error)
+            return self.channel.reply_failure(HvStatus.E_FAIL)
 
     def _write(self, data: bytes, now: float) -> None:
         assert self.device is not None
         try:
             written = self.device.write(data)
         except OSError as error:
-            self.close(now, f"write failed: {_describe(error)}")
+            self.close(now, f"write failed: {describe_os_error(error)}")
             return
         if written != len(data):
             self.close(now, f"short write ({written} of {len(data)} bytes)")
 
 
-def _describe(error: OSError) -> str:
+def describe_os_error(error: OSError) -> str:
+    """``EBADF (Bad file descriptor)``: the errno's name and text, for log lines."""
     name = errno.errorcode.get(error.errno or 0, str(error.errno))
     return f"{name} ({error.strerror})" if error.strerror else name
 
@@ -223,6 +236,28 @@ class Ticker(Protocol):
         ...
 
 
+class PollWatcher(Protocol):
+    """A descriptor polled beside the devices (the KVP pool store's inotify queue).
+
+    The loop tells it, after every poll and before serving any device that
+    poll woke, whether the descriptor was readable; and again once those
+    devices are served. So a request can trust "nothing was queued at the
+    poll" instead of asking the descriptor itself (a syscall per request).
+    """
+
+    def fileno(self) -> int:
+        """The descriptor to poll."""
+        ...
+
+    def after_poll(self, readable: bool) -> None:
+        """The poll returned; the devices it woke are served next."""
+        ...
+
+    def after_serving(self) -> None:
+        """The devices that poll woke are served."""
+        ...
+
+
 class EventLoop:
     """Runs channel runners until SIGTERM/SIGINT (or ``stop()``)."""
 
@@ -233,9 +268,11 @@ class EventLoop:
         on_ready: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         tickers: Sequence[Ticker] = (),
+        watchers: Sequence[PollWatcher] = (),
     ) -> None:
         self._runners = list(runners)
         self._tickers = list(tickers)
+        self._watchers = [(watcher.fileno(), watcher) for watcher in watchers]
         self._on_ready = on_ready
         self._clock = clock
         # epoll itself rather than selectors: one poll() per request, no key objects.
@@ -245,6 +282,8 @@ class EventLoop:
         self._wake_write.setblocking(False)
         self._wake_fd = self._wake_read.fileno()
         self._epoll.register(self._wake_fd, select.EPOLLIN)
+        for fd, _watcher in self._watchers:
+            self._epoll.register(fd, select.EPOLLIN)
         self._stopping = False
         self._ready_sent = False
         self._watched: dict[int, tuple[Device, int]] = {}
@@ -302,13 +341,19 @@ class EventLoop:
             wait = self._timeout(self._clock())
             if wait is not None:
                 timeout = wait
-        for fd, _events in self._epoll.poll(timeout):
+        events = self._epoll.poll(timeout)
+        watchers = self._watchers
+        for watched_fd, watcher in watchers:
+            watcher.after_poll(any(fd == watched_fd for fd, _mask in events))
+        for fd, _events in events:
             if fd == self._wake_fd:
                 self._drain_wakeups()
                 continue
             ready = self._runner_by_fd.get(fd)
             if ready is not None and ready.device is not None and not self._stopping:
                 self._service(ready)
+        for _fd, watcher in watchers:
+            watcher.after_serving()
         if self._tickers:
             self._run_tickers(self._clock())
 

@@ -38,7 +38,7 @@ class Device(Protocol):
     def read(self, size: int) -> bytes:
         """Exactly one message; blocks. EINVAL if ``size`` is too small (message kept)."""
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         """One message to the kernel; OSError with the kernel's errno on failure."""
 
     def close(self) -> None:
@@ -77,7 +77,7 @@ class CharDevice:
         view = memoryview(self._read_buffer)
         return view[: os.readv(self._fd, [view[:size]])]
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         """One write(2); the driver accepts all of it or fails."""
         return os.write(self._fd, data)
 
@@ -190,7 +190,7 @@ class SimulatedDevice:
         self._sock.send(_TAG_CONSUMED)
         return self._held_view[1:held]
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         """One message to the simulated kernel; waits for its result."""
         if self._hung_up:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))

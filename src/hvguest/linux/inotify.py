@@ -115,19 +115,23 @@ class Inotify:
             _raise_errno(f"inotify_add_watch {path}")
         return int(wd)
 
-    def read_events(self) -> list[InotifyEvent]:
+    def read_events(self, *, expected: bool = False) -> list[InotifyEvent]:
         """Every event queued now, oldest first; [] if none (never blocks).
 
         One FIONREAD ioctl when nothing is queued (the common case: no
         exception, no second read), one read() more otherwise: a read at
         least as large as what FIONREAD reported returns all of it.
+        ``expected``: the caller knows events are queued (it just wrote a
+        watched file), so the ioctl is skipped and only the read is made.
         """
         fd = self.fileno()
-        queued = bytearray(_NATIVE_INT.size)
-        fcntl.ioctl(fd, _FIONREAD, queued)
-        (size,) = _NATIVE_INT.unpack(queued)
-        if not size:
-            return []
+        size = _READ_SIZE
+        if not expected:
+            queued = bytearray(_NATIVE_INT.size)
+            fcntl.ioctl(fd, _FIONREAD, queued)
+            (size,) = _NATIVE_INT.unpack(queued)
+            if not size:
+                return []
         try:
             data = os.read(fd, max(size, _READ_SIZE))
         except BlockingIOError:

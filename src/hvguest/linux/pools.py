@@ -639,6 +639,8 @@ class LinuxPoolStore:
         self._watch: int | None = None
         #: (st_dev, st_ino) of the directory the watch is on.
         self._watched_dir: tuple[int, int] | None = None
+        #: The daemon's poll just emptied or found empty the inotify queue (``after_poll``).
+        self._quiet = False
         try:
             self._dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError as err:
@@ -680,6 +682,30 @@ class LinuxPoolStore:
         """Whether inotify currently vouches for the caches (False: re-read every time)."""
         return self._watch is not None
 
+    # -- the event loop's side of change tracking
+
+    def change_fd(self) -> int | None:
+        """The inotify descriptor, for the daemon's poll; None without change tracking."""
+        return None if self._inotify is None else self._inotify.fileno()
+
+    def after_poll(self, readable: bool) -> None:
+        """The daemon's poll on ``change_fd()`` just returned, before it serves any request.
+
+        Events found queued are applied now. Either way the queue is then
+        known to hold nothing as of this moment, so the next query may skip
+        its own check of the queue: every write that completed before the
+        poll collected its events has an event there, and answering from the
+        caches linearizes the query at that moment, which lies between the
+        request's arrival and its reply. ``after_serving()`` ends the hint.
+        """
+        if readable:
+            self._collect_changes()
+        self._quiet = True
+
+    def after_serving(self) -> None:
+        """The requests that woke the last poll are served: its news is old now."""
+        self._quiet = False
+
     @property
     def full_reads(self) -> int:
         """How many times a pool file was read in full (for tests and measurements)."""
@@ -689,10 +715,16 @@ class LinuxPoolStore:
 
     def get(self, pool: KvpPool, key: bytes) -> bytes | None:
         """The value of ``key`` (last record wins), or None."""
+        table = self._trusted_after_poll(pool)
+        if table is not None:
+            return table.get(key)
         return self._query(pool, "GET", lambda table: table.get(key))
 
     def record_at(self, pool: KvpPool, index: int) -> tuple[bytes, bytes] | None:
         """The ``index``-th live record (one per key, file order), or None past the end."""
+        table = self._trusted_after_poll(pool)
+        if table is not None:
+            return table.record_at(index)
         return self._query(pool, "ENUMERATE", lambda table: table.record_at(index))
 
     def set(self, pool: KvpPool, key: bytes, value: bytes) -> None:
@@ -712,12 +744,26 @@ class LinuxPoolStore:
             raise OperationFailed(HvStatus.E_FAIL, f"no KVP pool {int(pool)}")
         return table
 
+    def _trusted_after_poll(self, pool: KvpPool) -> _PoolTable | None:
+        """``pool``'s table if the last poll vouches for it (``after_poll``), else None.
+
+        The common case of ``_query``, taken without its indirections: a host
+        reads pools far more often than anyone writes them.
+        """
+        if not self._quiet or self._watch is None:
+            return None
+        table = self._tables.get(pool)
+        if table is None or not table.fresh or table.maybe_replaced:
+            return None
+        return table
+
     # _query and _edit run once per request: plain try blocks, no context managers.
 
     def _query(self, pool: KvpPool, action: str, query: Callable[[_PoolTable], _T]) -> _T:
         table = self._table(pool)
         try:
-            self._collect_changes()
+            if not self._quiet:
+                self._collect_changes()
             if self._watch is not None and table.fresh and not table.maybe_replaced:
                 return query(table)  # lock-free: see "Freshness" in the module docstring
             table.lock(exclusive=False, tracked=self._tracked)
@@ -794,7 +840,8 @@ class LinuxPoolStore:
             return
         if self._watch is None:
             self._rewatch()
-        for event in self._inotify.read_events():
+        # After our own write its events are certainly queued: one read, no FIONREAD.
+        for event in self._inotify.read_events(expected=written is not None):
             if event.mask & _OVERFLOW:
                 _log.info("inotify queue overflowed; re-reading every pool once")
                 self._distrust_all()

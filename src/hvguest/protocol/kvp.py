@@ -238,9 +238,14 @@ _SET_VALUE_WIDTH: Final = _width(_SET_VALUE)
 #: this is written into every successful reply. Statuses go to ``pack_into`` as
 #: IntEnum members, which it reads as ints at C speed.
 _S_OK: Final = int(HvStatus.S_OK)
+_NUL: Final = b"\0"
 
 _U32: Final = struct.Struct("<I")
+#: What the decoders read: the request as bytes, or a view of the device's
+#: buffer on the daemon's fast path (``KvpCodec.encode_reply_into``).
+Buffer = bytes | bytearray | memoryview
 _POOLS: Final = tuple(KvpPool(number) for number in range(KvpPool.COUNT))
+_POOL_COUNT: Final = len(_POOLS)
 
 _REGISTRATION: Final = bytes([KVP_OP_REGISTER1]).ljust(KVP_MSG_SIZE, b"\0")
 
@@ -252,7 +257,7 @@ def _wire(what: str, status: HvStatus = HvStatus.E_FAIL) -> WireError:
     return WireError(f"{what} (reply {status.name})", status)
 
 
-def _pool(datagram: bytes) -> KvpPool:
+def _pool(datagram: Buffer) -> KvpPool:
     # hv_kvp_daemon indexes a 5-entry table with this byte unchecked (S7).
     number = datagram[_POOL]
     if number >= len(_POOLS):
@@ -260,17 +265,18 @@ def _pool(datagram: bytes) -> KvpPool:
     return _POOLS[number]
 
 
-def _key(datagram: bytes, size_offset: int, field: slice) -> bytes:
+def _key(datagram: Buffer, size_offset: int, field: slice) -> bytes:
     key_size: int = _U32.unpack_from(datagram, size_offset)[0]
     start: int = field.start
     if not 1 <= key_size <= field.stop - start:
         raise _wire(f"KVP key_size {key_size} is outside 1..{_width(field)}")
-    return c_string(datagram[start : start + key_size])
+    # c_string(), inlined: this runs for every GET, SET and DELETE.
+    return bytes(datagram[start : start + key_size]).partition(b"\0")[0]
 
 
-def _ip_text(datagram: bytes, field: slice, name: str) -> str:
+def _ip_text(datagram: Buffer, field: slice, name: str) -> str:
     try:
-        raw = terminated_c_string(datagram[field])
+        raw = terminated_c_string(bytes(datagram[field]))
     except ValueError:
         raise _wire(f"KVP {name} has no NUL in its {_width(field)} bytes") from None
     try:
@@ -279,11 +285,13 @@ def _ip_text(datagram: bytes, field: slice, name: str) -> str:
         raise _wire(f"KVP {name} is not UTF-8 at byte {exc.start}", HvStatus.INVALIDARG) from None
 
 
-def _decode_get(datagram: bytes) -> KvpGet:
-    return KvpGet(_pool(datagram), _key(datagram, _GET_KEY_SIZE, _GET_KEY))
+def _decode_get(datagram: Buffer) -> KvpGet:
+    number = datagram[_POOL]
+    pool = _POOLS[number] if number < _POOL_COUNT else _pool(datagram)
+    return KvpGet(pool, _key(datagram, _GET_KEY_SIZE, _GET_KEY))
 
 
-def _decode_set(datagram: bytes) -> KvpSet:
+def _decode_set(datagram: Buffer) -> KvpSet:
     pool = _pool(datagram)
     key = _key(datagram, _SET_KEY_SIZE, _SET_KEY)
     value_size: int = _U32.unpack_from(datagram, _SET_VALUE_SIZE)[0]
@@ -291,24 +299,26 @@ def _decode_set(datagram: bytes) -> KvpSet:
         raise _wire(f"KVP value_size {value_size} is outside 0..{_SET_VALUE_WIDTH}")
     # value_type is not checked: the kernel never copies it (it stays 0).
     start = _SET_VALUE.start
-    return KvpSet(pool, key, c_string(datagram[start : start + value_size]))
+    return KvpSet(pool, key, c_string(bytes(datagram[start : start + value_size])))
 
 
-def _decode_delete(datagram: bytes) -> KvpDelete:
+def _decode_delete(datagram: Buffer) -> KvpDelete:
     return KvpDelete(_pool(datagram), _key(datagram, _DELETE_KEY_SIZE, _DELETE_KEY))
 
 
-def _decode_enumerate(datagram: bytes) -> KvpEnumerate:
+def _decode_enumerate(datagram: Buffer) -> KvpEnumerate:
+    number = datagram[_POOL]
+    pool = _POOLS[number] if number < _POOL_COUNT else _pool(datagram)
     # Unsigned, unlike hv_kvp_daemon's int (S8).
-    return KvpEnumerate(_pool(datagram), _U32.unpack_from(datagram, _ENUM_INDEX)[0])
+    return KvpEnumerate(pool, _U32.unpack_from(datagram, _ENUM_INDEX)[0])
 
 
-def _decode_get_ip_info(datagram: bytes) -> KvpGetIpInfo:
+def _decode_get_ip_info(datagram: Buffer) -> KvpGetIpInfo:
     # The pool byte means nothing for IP operations and is not checked.
     return KvpGetIpInfo(_ip_text(datagram, _IP_ADAPTER_ID, "adapter_id"), datagram[_IP_ADDR_FAMILY])
 
 
-def _decode_set_ip_info(datagram: bytes) -> KvpSetIpInfo:
+def _decode_set_ip_info(datagram: Buffer) -> KvpSetIpInfo:
     return KvpSetIpInfo(
         adapter_id=_ip_text(datagram, _IP_ADAPTER_ID, "adapter_id"),
         addr_family=datagram[_IP_ADDR_FAMILY],
@@ -320,7 +330,7 @@ def _decode_set_ip_info(datagram: bytes) -> KvpSetIpInfo:
     )
 
 
-_DECODER_BY_OP: Final[dict[KvpOp, Callable[[bytes], KvpRequest]]] = {
+_DECODER_BY_OP: Final[dict[KvpOp, Callable[[Buffer], KvpRequest]]] = {
     KvpOp.GET: _decode_get,
     KvpOp.SET: _decode_set,
     KvpOp.DELETE: _decode_delete,
@@ -329,7 +339,7 @@ _DECODER_BY_OP: Final[dict[KvpOp, Callable[[bytes], KvpRequest]]] = {
     KvpOp.SET_IP_INFO: _decode_set_ip_info,
 }
 # Indexed by the operation byte; a KvpOp without a decoder fails at import.
-_DECODERS: Final[tuple[Callable[[bytes], KvpRequest], ...]] = tuple(
+_DECODERS: Final[tuple[Callable[[Buffer], KvpRequest], ...]] = tuple(
     _DECODER_BY_OP[KvpOp(number)] for number in range(KvpOp.COUNT)
 )
 
@@ -360,13 +370,17 @@ def _base(request: bytes) -> bytearray:
     return bytearray(KVP_MSG_SIZE)
 
 
-def _put_value(message: bytearray, value: bytes) -> None:
-    message[_ENUM_VALUE] = _fit(value, _VALUE_WIDTH, "value", allow_full=True)
+def _put_value(message: bytearray | memoryview, value: bytes) -> None:
+    # _fit(), with its checks inlined for the usual value: once per GET and ENUMERATE.
+    if len(value) <= _VALUE_WIDTH and _NUL not in value:
+        message[_ENUM_VALUE] = value.ljust(_VALUE_WIDTH, _NUL)
+    else:
+        message[_ENUM_VALUE] = _fit(value, _VALUE_WIDTH, "value", allow_full=True)
     _U32.pack_into(message, _ENUM_VALUE_TYPE, REG_SZ)
     _U32.pack_into(message, _ENUM_VALUE_SIZE, min(len(value) + 1, _VALUE_WIDTH))
 
 
-def _put_ip_info(message: bytearray, info: KvpIpInfo) -> None:
+def _put_ip_info(message: bytearray | memoryview, info: KvpIpInfo) -> None:
     if not 0 <= info.addr_family <= 0xFF:
         raise ChannelError(f"KVP reply addr_family {info.addr_family} is not a byte")
     message[_IP_ADAPTER_ID] = _fit_text(info.adapter_id, _IP_ADAPTER_ID, "adapter_id")
@@ -406,7 +420,7 @@ class KvpCodec:
         except UnicodeDecodeError as exc:
             raise _wire(f"KVP kernel version is not UTF-8 at byte {exc.start}") from None
 
-    def decode_request(self, datagram: bytes) -> KvpRequest:
+    def decode_request(self, datagram: Buffer) -> KvpRequest:
         """One request as the kernel's kvp_send_key() builds it; ``WireError`` otherwise.
 
         The error's status is what the reply must carry: ERROR_NOT_SUPPORTED
@@ -445,6 +459,17 @@ class KvpCodec:
         A request that was not a whole message is replaced by a zeroed one.
         """
         message = _base(request)
+        self.encode_reply_into(message, reply)
+        return bytes(message)
+
+    def encode_reply_into(self, message: bytearray | memoryview, reply: KvpReply) -> None:
+        """``encode_reply`` in place: ``message``, a whole request, becomes the reply.
+
+        For the daemon's fast path, which answers in the buffer the request
+        was read into, as hv_kvp_daemon does: no copy of the 7432 bytes.
+        On ``ChannelError`` only fields of the refused reply may have changed;
+        ``encode_failure_into`` still makes a valid failure reply of it.
+        """
         # Most frequent first: a host enumerating pools sends ENUMERATE after ENUMERATE.
         match reply:
             case KvpRecord():
@@ -454,7 +479,7 @@ class KvpCodec:
                 _put_value(message, reply.value)
             case KvpStatus():
                 _U32.pack_into(message, _ERROR, reply.status)
-                return bytes(message)
+                return
             case KvpValue():
                 _put_value(message, reply.value)
             case KvpIpInfo():
@@ -462,11 +487,14 @@ class KvpCodec:
             case _:
                 assert_never(reply)
         _U32.pack_into(message, _ERROR, _S_OK)
-        return bytes(message)
 
     def encode_failure(self, request: bytes, status: HvStatus) -> bytes:
         """``request`` with only ``error`` = ``status`` (a zeroed message if it was not whole)."""
         message = _base(request)
+        self.encode_failure_into(message, status)
+        return bytes(message)
+
+    def encode_failure_into(self, message: bytearray | memoryview, status: HvStatus) -> None:
+        """``encode_failure`` in place, over a whole request."""
         # A C int on the wire; HvStatus values are its unsigned reading.
         _U32.pack_into(message, _ERROR, status)
-        return bytes(message)

@@ -66,7 +66,7 @@ from hvguest.abi.constants import KvpPool
 options = cli._parse_kvp_options(["-n", "--device", "/nonexistent", "--state-dir", sys.argv[1]])
 assert options is not None
 config = Config(kvp=KvpConfig(state_dir=Path(sys.argv[1]), ip_injection=True))
-service, release = build_kvp_service(config)
+service, release, _watchers = build_kvp_service(config)
 service.handle(KvpEnumerate(KvpPool.AUTO, 0))
 service.handle(KvpEnumerate(KvpPool.GUEST, 0))
 getaddrinfo_ascii("localhost", None, socket.AF_INET, socket.SOCK_STREAM, 0, 0)

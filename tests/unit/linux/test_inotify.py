@@ -45,3 +45,19 @@ def test_more_events_than_one_default_read_holds_come_in_one_call(tmp_path: Path
         assert inotify.read_events() == []
     finally:
         inotify.close()
+
+
+def test_expected_events_are_read_without_asking_first(tmp_path: Path) -> None:
+    inotify = Inotify()
+    try:
+        wd = inotify.add_watch(tmp_path, InotifyMask.MODIFY)
+        pool = tmp_path / ".kvp_pool_1"
+        pool.touch()
+        pool.write_bytes(b"x")
+        events = inotify.read_events(expected=True)
+        assert events
+        assert all((e.wd, e.name) == (wd, ".kvp_pool_1") for e in events)
+        # Expected but absent (a write that changed nothing): an empty list, no error.
+        assert inotify.read_events(expected=True) == []
+    finally:
+        inotify.close()

@@ -1,0 +1,145 @@
+"""The KVP channel runner: ``ChannelRunner`` with the hot path hv_kvp_daemon has.
+
+hv_kvp_daemon.c reads each request into one buffer, overwrites the fields of
+its answer in that same buffer and writes it back. :class:`KvpRunner` does the
+same for every request of a registered channel: the request is decoded
+straight from the device's buffer (``read_view``), answered by the service,
+and the reply laid over the request in place (``KvpCodec.encode_reply_into``),
+so no 7432-byte copy is made and the channel's transition checks are not
+walked twice per request: one request is read and answered within the call,
+as the channel demands, and the channel stays IDLE. Registration, and any
+message that is not a whole ``hv_kvp_msg``, take the generic path of
+``ChannelRunner``. Statuses, log lines and reopen rules are the same either way
+(tests/unit/daemon/test_kvp_runner.py runs both runners on the same messages).
+
+Measured with ``bench`` (GET, 10 records, daemon and harness on separate
+CPUs): the generic runner's Python work per request was about three times
+that of a bare loop doing the same four socket operations; this path removes
+about half of the difference.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from hvguest.abi.constants import HvStatus
+from hvguest.abi.structs import KVP_MSG_SIZE
+from hvguest.daemon.loop import ChannelRunner, describe_os_error
+from hvguest.errors import ChannelError, OperationFailed, WireError
+from hvguest.linux.device import Device
+from hvguest.protocol.channel import KernelVersion, State
+from hvguest.protocol.kvp import KvpCodec, KvpReply, KvpRequest
+
+#: Read buffer: larger than any KVP message, so an oversized one is read whole
+#: and answered HV_E_FAIL instead of failing every read with EINVAL.
+KVP_READ_SIZE: Final = 16384
+
+Reader = Callable[[int], "bytes | bytearray | memoryview"]
+
+
+class KvpRunner(ChannelRunner[KvpRequest, KvpReply]):
+    """``ChannelRunner`` for /dev/vmbus/hv_kvp that answers in the request's buffer."""
+
+    def __init__(
+        self,
+        device_path: Path,
+        handle: Callable[[KvpRequest], KvpReply],
+        *,
+        log: logging.Logger,
+        on_version: Callable[[KernelVersion], None],
+    ) -> None:
+        super().__init__(
+            name="kvp",
+            device_path=device_path,
+            codec=KvpCodec(),
+            handle=handle,
+            read_size=KVP_READ_SIZE,
+            log=log,
+            on_version=on_version,
+        )
+        self._kvp_codec = KvpCodec()
+        # The device's copy-free read, looked up once per opened device.
+        self._reader_of: Device | None = None
+        self._read: Reader = _no_device
+
+    def service_one(self, now: float) -> None:
+        """Read one message and answer it (see the module docstring)."""
+        device = self.device
+        if device is None or self.channel.state is not State.IDLE:
+            super().service_one(now)
+            return
+        if device is not self._reader_of:
+            self._reader_of = device
+            self._read = _writable_reader(device)
+        try:
+            message = self._read(KVP_READ_SIZE)
+        except InterruptedError:
+            return
+        except OSError as error:
+            self.close(now, f"read failed: {describe_os_error(error)}")
+            return
+        if len(message) != KVP_MSG_SIZE:
+            self._serve_generic(bytes(message), now)
+            return
+        if type(message) is not memoryview or message.readonly:
+            message = bytearray(message)  # a plain read(), or a message read earlier
+        self._answer_in_place(message)
+        try:
+            written = device.write(message)
+        except OSError as error:
+            self.close(now, f"write failed: {describe_os_error(error)}")
+            return
+        if written != KVP_MSG_SIZE:
+            self.close(now, f"short write ({written} of {KVP_MSG_SIZE} bytes)")
+
+    def _answer_in_place(self, message: bytearray | memoryview) -> None:
+        """Decode, handle, and lay the reply (or the failure status) over ``message``."""
+        codec = self._kvp_codec
+        try:
+            request = codec.decode_request(message)
+        except WireError as error:
+            self.log.warning(
+                "%s: malformed message (%d bytes): %s; answering 0x%08X",
+                self.name,
+                len(message),
+                error,
+                error.status,
+            )
+            codec.encode_failure_into(message, error.status)
+            return
+        try:
+            reply = self.handle(request)
+        except OperationFailed as failure:
+            self.log.warning("%s: %s (answering 0x%08X)", self.name, failure, failure.status)
+            codec.encode_failure_into(message, failure.status)
+            return
+        except Exception:
+            self.log.exception("%s: unexpected error handling %r", self.name, request)
+            codec.encode_failure_into(message, HvStatus.E_FAIL)
+            return
+        try:
+            codec.encode_reply_into(message, reply)
+        except ChannelError as error:
+            self.log.error("%s: cannot encode the reply %r: %s", self.name, reply, error)
+            codec.encode_failure_into(message, HvStatus.E_FAIL)
+
+    def _serve_generic(self, datagram: bytes, now: float) -> None:
+        """What ``ChannelRunner.service_one`` does after its read."""
+        if not datagram:
+            self.close(now, "read returned no data")
+            return
+        self.serve_datagram(datagram, now)
+
+
+def _writable_reader(device: Device) -> Reader:
+    """``read_view`` if the device has one (both of hvguest.linux.device do), else ``read``."""
+    read_view: Reader | None = getattr(device, "read_view", None)
+    return device.read if read_view is None else read_view
+
+
+def _no_device(_size: int) -> bytes:
+    raise OSError(errno.EBADF, "no device open")
