@@ -4,8 +4,9 @@
 freezes only zram filesystems it creates), FCOPY copies into a private tmpfs.
 
 The harness and the simulator run pinned to CPU 0, each daemon pinned to
-CPU 1; pools and sockets live on tmpfs (/dev/shm, or a tmpfs mounted under a
-temporary directory when run as root). Nothing outside the scratch directory
+CPU 1 (``--layout shared``: to CPU 0 as well); pools and sockets live on
+tmpfs (/dev/shm, or a tmpfs mounted under a temporary directory when run as
+root). Nothing outside the scratch directory
 is written, except the optional ``--output`` file and ``--disk`` scratch.
 """
 
@@ -24,9 +25,22 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import hvguest
-from bench.daemons import DaemonSpec, echo_daemon, hvguest_daemon, reference_daemon
+from bench.daemons import (
+    DaemonSpec,
+    echo_daemon,
+    floor_daemon,
+    hvguest_daemon,
+    reference_daemon,
+)
 from bench.kvp import FULL, QUICK, Runner
-from bench.procfs import DAEMON_CPU, HARNESS_CPU, can_pin, clock_tick_seconds, pin_harness
+from bench.procfs import (
+    LAYOUTS,
+    can_pin,
+    clock_tick_seconds,
+    pin_harness,
+    pinning_text,
+    use_layout,
+)
 from bench.report import Report
 from hvguest.testing.refshim import REFERENCE_KVP_DAEMON, build_shim
 from hvguest.testing.simulator import Simulator
@@ -54,6 +68,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, help="override windows per cell")
     parser.add_argument("--window", type=float, help="override seconds per window")
     parser.add_argument("--output", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="split",
+        help="split: daemon on CPU 1, harness on CPU 0 (default); shared: all on CPU 0",
+    )
     parser.add_argument(
         "--services",
         default="kvp,vss,fcopy",
@@ -120,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"unknown service(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
+    use_layout(args.layout)
     sections: list[str] = []
     # Each service's run pins this process to the harness CPU; the next one
     # starts from the original affinity so that it can pin its daemon too.
@@ -176,11 +197,7 @@ def _run_kvp(args: argparse.Namespace) -> str | int:
                 if args.vs_reference
                 else "not run (use --vs-reference)"
             ),
-            "pinning": (
-                f"harness + simulator on CPU {HARNESS_CPU}, daemon on CPU {DAEMON_CPU}"
-                if pinned
-                else "none (fewer than 2 usable CPUs)"
-            ),
+            "pinning": pinning_text(pinned),
             "state directory": storage,
             "hvguest bytecode": "cached in the scratch directory (warm after the first start)",
             "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -190,6 +207,7 @@ def _run_kvp(args: argparse.Namespace) -> str | int:
             runner = Runner(sim, root, plan)
             runner.measure_ceiling(echo_daemon())
             runner.measure_pools(daemons)
+            runner.measure_floor(floor_daemon())
             runner.measure_start(daemons)
             if args.disk is not None:
                 disk_root = Path(tempfile.mkdtemp(prefix="hvbench-disk-", dir=args.disk))

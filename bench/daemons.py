@@ -4,7 +4,8 @@
   otherwise empty configuration file, so no machine-wide config is read;
 * ``reference``: Debian's /usr/sbin/hv_kvp_daemon with the LD_PRELOAD shim of
   :mod:`hvguest.testing.refshim` (its /var/lib/hyperv redirected to DIR);
-* ``echo``: :mod:`bench.echo`, canned answers, to measure the harness itself.
+* ``echo``: :mod:`bench.echo`, canned answers, to measure the harness itself;
+* ``python-floor``: :mod:`bench.floor`, the least a Python daemon does per request.
 """
 
 from __future__ import annotations
@@ -91,6 +92,22 @@ def echo_daemon() -> DaemonSpec:
             )
 
     return DaemonSpec("echo", launch)
+
+
+def floor_daemon() -> DaemonSpec:
+    """The bare Python loop of :mod:`bench.floor`."""
+
+    def launch(device: Path, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bench.floor", str(device), str(state_dir)],
+                cwd=_REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+            )
+
+    return DaemonSpec("python-floor", launch)
 
 
 @dataclass

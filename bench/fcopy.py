@@ -38,7 +38,14 @@ from typing import Final
 
 from bench.daemons import warm_bytecode
 from bench.fcopy_echo import build_echo
-from bench.procfs import can_pin, cpu_seconds, peak_rss_kib, pin_daemon, pin_harness
+from bench.procfs import (
+    can_pin,
+    cpu_seconds,
+    peak_rss_kib,
+    pin_daemon,
+    pin_harness,
+    pinning_text,
+)
 from hvguest.abi.constants import DATA_FRAGMENT, OVER_WRITE, HvStatus
 from hvguest.testing import fcopy_host
 from hvguest.testing.refshim import build_shim, stop_daemon
@@ -327,10 +334,9 @@ def render(results: Results) -> str:
         "",
         f"A {big} MiB copy in {DATA_FRAGMENT}-byte fragments into tmpfs, preceded on the same "
         f"process by a {small} MiB copy; medians of {len(next(iter(results.samples.values())))} "
-        f"run(s) per daemon, daemons alternating; target on {results.storage}. "
-        "Harness + simulator "
-        + ("pinned to CPU 0, daemon to CPU 1." if results.pinned else "not pinned (too few CPUs).")
-        + f" `echo` ({results.echo}) answers without writing: the harness ceiling.",
+        f"run(s) per daemon, daemons alternating; target on {results.storage}; "
+        + pinning_text(results.pinned)
+        + f". `echo` ({results.echo}) answers without writing: the harness ceiling.",
         "",
         "| daemon | MB/s (median) | MB/s (min-max) | daemon CPU µs/fragment | peak RSS after "
         f"{small} MiB (KiB) | after {big} MiB (KiB) | exec → registered ms (median) |",

@@ -246,6 +246,8 @@ class Results:
     rss_kib: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     start_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     ceiling: dict[str, Sample] = field(default_factory=dict)
+    #: bench.floor's samples per operation, at the smallest pool size.
+    floor: dict[str, list[Sample]] = field(default_factory=lambda: defaultdict(list))
     disk: dict[int, list[Sample]] = field(default_factory=lambda: defaultdict(list))
 
 
@@ -334,6 +336,21 @@ class Runner:
                 self.results.ceiling[load.name] = sample
         finally:
             stop(started, self.sim)
+
+    def measure_floor(self, floor: DaemonSpec) -> None:
+        """The bare Python loop of bench.floor, at the smallest size, as often as the daemons."""
+        size = self.plan.sizes[0]
+        loads = [workload(operation, size) for operation in OPERATIONS]
+        for _repetition in range(self.plan.repetitions):
+            started = self._start(floor, self._fresh_state(floor.name, size))
+            pid = started.process.pid
+            try:
+                for load in loads:
+                    self._warm_up(pid, load)
+                    sample = run_window(self.sim, pid, load, self.plan.window, self.plan.max_ops)
+                    self.results.floor[load.name].append(sample)
+            finally:
+                stop(started, self.sim)
 
     def measure_disk(self, spec: DaemonSpec, disk: Path) -> None:
         """SET with the daemon's default fsync, its pools in a directory on ``disk``."""

@@ -25,6 +25,34 @@ def can_pin() -> bool:
     return {HARNESS_CPU, DAEMON_CPU} <= _ALLOWED_AT_START
 
 
+#: CPU layouts: ``split`` puts the daemon on its own CPU (the default, as a
+#: real guest's kernel work and daemon need not share one), ``shared`` puts it
+#: on the harness CPU, so every process of the run competes for one CPU.
+LAYOUTS: Final = ("split", "shared")
+_layout = {"daemon_cpu": DAEMON_CPU}
+
+
+def use_layout(name: str) -> None:
+    """Where ``pin_daemon`` puts daemons from now on (one of ``LAYOUTS``)."""
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown CPU layout {name!r} (one of {', '.join(LAYOUTS)})")
+    _layout["daemon_cpu"] = DAEMON_CPU if name == "split" else HARNESS_CPU
+
+
+def daemon_cpu() -> int:
+    """The CPU daemons are pinned to under the current layout."""
+    return _layout["daemon_cpu"]
+
+
+def pinning_text(pinned: bool) -> str:
+    """How the run is pinned, for the reports."""
+    if not pinned:
+        return "not pinned (fewer than 2 usable CPUs)"
+    if daemon_cpu() == HARNESS_CPU:
+        return f"harness, simulator and daemon all pinned to CPU {HARNESS_CPU} (layout shared)"
+    return f"harness + simulator pinned to CPU {HARNESS_CPU}, daemon to CPU {DAEMON_CPU}"
+
+
 def pin_harness() -> None:
     """Pin this process (and the threads it starts later) to the harness CPU."""
     os.sched_setaffinity(0, {HARNESS_CPU})
@@ -32,10 +60,14 @@ def pin_harness() -> None:
 
 def pin_daemon(pid: int) -> None:
     """Pin every thread of ``pid`` to the daemon CPU (threads started later inherit it)."""
+    cpu = daemon_cpu()
     with contextlib.suppress(FileNotFoundError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.sched_setaffinity(int(task.name), {DAEMON_CPU})
+                os.sched_setaffinity(int(task.name), {cpu})
+                # Checked, not assumed: a silently unpinned daemon once skewed every run.
+                if os.sched_getaffinity(int(task.name)) != {cpu}:
+                    raise RuntimeError(f"thread {task.name} of {pid} is not pinned to CPU {cpu}")
 
 
 def cpu_seconds(pid: int) -> float:

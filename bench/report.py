@@ -80,6 +80,7 @@ class Report:
         self._environment()
         self._ceiling()
         self._round_trips()
+        self._floor()
         self._sweep()
         self._rss()
         self._start()
@@ -186,6 +187,35 @@ class Report:
             ratio = _rate(ours) / _rate(theirs)
             detail = f"{ratio:.2f}x (CPU {_number(_cpu(theirs) / _cpu(ours), 2)}x)"
             self.verdicts.append((label, ratio >= target.min_ratio, detail))
+
+    def _floor(self) -> None:
+        floor = self.results.floor
+        if not floor:
+            return
+        size = self.plan.sizes[0]
+        self.lines.append(f"## Python floor (bench.floor, {size:,} records)")
+        self.lines.append("")
+        header = ["op", "floor ops/s", "floor CPU µs/op", "hvguest ops/s"]
+        if self.vs_reference:
+            header += ["reference ops/s", "floor / reference ops/s"]
+        rows = []
+        for operation in OPERATIONS:
+            samples = floor.get(operation, [])
+            ours = self.results.ops.get((HVGUEST, operation, size), [])
+            row = [operation, self._mark(samples), _number(_cpu(samples), 1), self._mark(ours)]
+            if self.vs_reference:
+                theirs = self.results.ops.get((REFERENCE, operation, size), [])
+                row += [self._mark(theirs), _number(_rate(samples) / _rate(theirs), 2) + "x"]
+            rows.append(row)
+        self._table(header, rows)
+        self.lines.append(
+            "bench.floor makes the calls every daemon makes per request on the simulated"
+            " device (poll, read + acknowledge, write + wait for its result) and answers from"
+            " a dict, with no locks, files or checks: what Python alone costs. hvguest cannot"
+            " be expected to beat it; where it does not beat the reference either, no Python"
+            " daemon making those calls could."
+        )
+        self.lines.append("")
 
     def _sweep(self) -> None:
         self.lines.append("## AUTO pool sweep (ENUMERATE pool 2, index 0..10)")

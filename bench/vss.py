@@ -35,14 +35,13 @@ from typing import Final
 
 from bench.daemons import warm_bytecode
 from bench.procfs import (
-    DAEMON_CPU,
-    HARNESS_CPU,
     can_pin,
     clock_tick_seconds,
     cpu_seconds,
     peak_rss_kib,
     pin_daemon,
     pin_harness,
+    pinning_text,
 )
 from hvguest.abi.constants import HvStatus, VssOp
 from hvguest.testing.refshim import build_shim, stop_daemon
@@ -225,8 +224,8 @@ def render(results: Results, plan: Plan, daemons: Sequence[str], pinned: bool) -
         "",
         f"One round = a host FREEZE then a host THAW, timed at the host (simulator round trips "
         f"included); {plan.rounds} rounds x {plan.repetitions} repetition(s) per cell after "
-        f"{plan.warmup} warm-up rounds; zram ext4 filesystems of 32 MiB; daemon "
-        + (f"pinned to CPU {DAEMON_CPU}, harness to CPU {HARNESS_CPU}" if pinned else "NOT pinned")
+        f"{plan.warmup} warm-up rounds; zram ext4 filesystems of 32 MiB; "
+        + pinning_text(pinned)
         + "; both daemons under the same shim guard. Daemon CPU µs/round: utime+stime over "
         f"the timed rounds divided by {plan.rounds} (clock ticks of "
         f"{clock_tick_seconds() * 1e3:g} ms, so "
