@@ -30,14 +30,12 @@ writing them with one pwrite (84-88 against 89-92 MB/s, three runs each on
 
 from __future__ import annotations
 
-import errno
 import logging
-from collections.abc import Callable
 from typing import Final
 
 from hvguest.abi.constants import HvStatus
 from hvguest.config import Config
-from hvguest.daemon.loop import ChannelRunner, EventLoop
+from hvguest.daemon.loop import ChannelRunner, EventLoop, describe_os_error
 from hvguest.daemon.systemd import notify
 from hvguest.linux.device import Device
 from hvguest.protocol.channel import KernelVersion, Malformed, State
@@ -69,10 +67,6 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
             on_reset=service.reset,
         )
         self._write_fragment = service.write
-        # The device's copy-free read if it has one (both of hvguest.linux.device
-        # do; a test double may not), looked up once per opened device.
-        self._reader_of: Device | None = None
-        self._read: Callable[[int], bytes | memoryview] = _no_device
 
     def service_one(self, now: float) -> None:
         """Read one message and answer it (see the module docstring)."""
@@ -82,10 +76,7 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
         if device is None or self.channel.state is not State.IDLE:
             super().service_one(now)
             return
-        if device is not self._reader_of:
-            self._reader_of = device
-            self._read = getattr(device, "read_view", device.read)
-        datagram = self._read_or_close(now)
+        datagram = self.read_in_place(device, now)
         if datagram is None:
             return
         fragment = decode_write_fragment(datagram)
@@ -94,16 +85,6 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
             if datagram is None:
                 return
         self._serve_other(datagram, now)
-
-    def _read_or_close(self, now: float) -> bytes | memoryview | None:
-        """The next message; None after EINTR (back to the loop) or a failed read (closed)."""
-        try:
-            return self._read(FCOPY_READ_SIZE)
-        except InterruptedError:
-            return None
-        except OSError as error:
-            self.close(now, f"read failed: {_describe(error)}")
-            return None
 
     def _serve_writes(
         self, device: Device, fragment: tuple[int, memoryview], now: float
@@ -125,7 +106,7 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
             try:
                 written = device.write(reply)
             except OSError as error:
-                self.close(now, f"write failed: {_describe(error)}")
+                self.close(now, f"write failed: {describe_os_error(error)}")
                 return None
             if written != len(reply):
                 self.close(now, f"short write ({written} of {len(reply)} bytes)")
@@ -133,7 +114,7 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
             budget -= 1
             if not budget or not device.pending():
                 return None
-            datagram = self._read_or_close(now)
+            datagram = self.read_in_place(device, now)
             if datagram is None:
                 return None
             next_fragment = decode_write_fragment(datagram)
@@ -162,15 +143,6 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
             raise AssertionError("a version answer on a registered channel")
         else:
             self._write(self._answer(event), now)
-
-
-def _no_device(_size: int) -> bytes:
-    raise OSError(errno.EBADF, "no device open")
-
-
-def _describe(error: OSError) -> str:
-    name = errno.errorcode.get(error.errno or 0, str(error.errno))
-    return f"{name} ({error.strerror})" if error.strerror else name
 
 
 def fcopy_char_runner(config: Config, service: FcopyService) -> FcopyCharRunner:

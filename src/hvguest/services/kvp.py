@@ -91,6 +91,8 @@ class KvpService:
         self._warn = warn
         #: IntegrationServicesVersion: set from the kernel's registration answer.
         self.kernel_version = UNKNOWN_VERSION
+        #: The NICs the AUTO address lists were last built from, and the lists by IP version.
+        self._address_memo: tuple[Sequence[Nic], dict[int, str]] | None = None
 
     def handle(self, request: KvpRequest) -> KvpReply:
         """The reply for ``request``; raises OperationFailed for failures."""
@@ -155,20 +157,38 @@ class KvpService:
         return values[index - 4]
 
     def _address_list(self, version: int) -> str:
+        nics = self._net.nics()
+        memo = self._address_memo
+        # A host sweep asks for both lists every few seconds, and the NICs
+        # rarely change: reuse the lists while the adapter hands back the very
+        # same (frozen) Nic objects, as LinuxNetInfo does until the kernel
+        # reports a change. The memo holds them, so an identity match cannot
+        # be a recycled object.
+        if (
+            memo is None
+            or len(memo[0]) != len(nics)
+            or any(kept is not nic for kept, nic in zip(memo[0], nics, strict=True))
+        ):
+            reported = [nic for nic in nics if not self._excluded(nic.name)]
+            memo = (
+                tuple(nics),
+                {4: self._join_addresses(reported, 4), 6: self._join_addresses(reported, 6)},
+            )
+            self._address_memo = memo
+        return memo[1][version]
+
+    @staticmethod
+    def _join_addresses(nics: Sequence[Nic], version: int) -> str:
         addresses = [
             str(address.interface.ip)
-            for nic in self._reported_nics()
+            for nic in nics
             for address in nic.addresses
             if address.interface.version == version
         ]
         return _join_within(addresses, ";", KVP_HOST_VALUE_UNITS)
 
-    def _reported_nics(self) -> list[Nic]:
-        return [
-            nic
-            for nic in self._net.nics()
-            if not any(fnmatchcase(nic.name, pattern) for pattern in self._exclude_nics)
-        ]
+    def _excluded(self, name: str) -> bool:
+        return any(fnmatchcase(name, pattern) for pattern in self._exclude_nics)
 
     # -- GET_IP_INFO / SET_IP_INFO -----------------------------------------------
 

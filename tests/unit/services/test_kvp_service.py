@@ -248,3 +248,35 @@ def test_mac_key_ignores_case_blanks_and_separators(spelling: str) -> None:
 
 def test_mac_key_keeps_every_digit_so_a_prefix_never_matches() -> None:
     assert mac_key("00:15:5D:01:02") != mac_key("00:15:5D:01:02:0A")
+
+
+def _auto_addresses(service: KvpService) -> tuple[bytes, bytes]:
+    ipv4, ipv6 = (service.handle(KvpEnumerate(KvpPool.AUTO, index)) for index in (2, 3))
+    assert isinstance(ipv4, KvpRecord)
+    assert isinstance(ipv6, KvpRecord)
+    return ipv4.value, ipv6.value
+
+
+def test_auto_address_lists_follow_every_change_of_the_nics() -> None:
+    service, _pools, net = make_service()
+    assert _auto_addresses(service) == (
+        b"192.0.2.10;198.51.100.7",
+        b"2001:db8::10;fe80::215:5dff:fe01:203",
+    )
+    # The adapter hands back the same Nic objects while nothing changed.
+    first = service.handle(KvpEnumerate(KvpPool.AUTO, 2))
+    again = service.handle(KvpEnumerate(KvpPool.AUTO, 2))
+    assert isinstance(first, KvpRecord)
+    assert isinstance(again, KvpRecord)
+    assert first.value == again.value
+    # A new address is a new Nic object: seen at once.
+    net.nic_list[2] = Nic(
+        name="eth10",
+        index=4,
+        mac=ETH10.mac,
+        addresses=(NicAddress(ip_interface("203.0.113.9/24")),),
+    )
+    assert _auto_addresses(service)[0] == b"192.0.2.10;203.0.113.9"
+    # A NIC going away (same objects, one fewer) is seen too.
+    del net.nic_list[0]
+    assert _auto_addresses(service) == (b"203.0.113.9", b"")
