@@ -151,6 +151,25 @@ def echo_spec(binary: Path | None) -> DaemonSpec:
     return DaemonSpec("echo", launch, writes=False)
 
 
+def floor_spec() -> DaemonSpec:
+    """bench.fcopy_floor: the same calls as the C daemon per fragment, in bare Python."""
+
+    def launch(device: Path, work: Path, log: Path) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+        with log.open("ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bench.fcopy_floor", str(device)],
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+            )
+
+    return DaemonSpec("python-floor", launch)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One daemon process: a small copy, then the timed big one."""
@@ -301,12 +320,13 @@ def collect(quick: bool, vs_reference: bool, reference: Path = REFERENCE_FCOPY_D
         echo = echo_spec(echo_binary)
         results.echo = "Python" if echo_binary is None else "C"
         specs = [hvguest_spec()]
+        floor = floor_spec()
         if vs_reference:
             specs.append(reference_spec(build_shim(scratch / "shim"), reference))
         with Simulator(scratch / "sim", services=("fcopy",)) as sim:
             for repetition in range(repetitions):
                 order = specs if repetition % 2 == 0 else specs[::-1]
-                for spec in [*order, echo]:
+                for spec in [*order, floor, echo]:
                     work = scratch / f"{spec.name}-{repetition}"
                     work.mkdir()
                     sample = measure(spec, sim, work, sizes)
@@ -336,7 +356,9 @@ def render(results: Results) -> str:
         f"process by a {small} MiB copy; medians of {len(next(iter(results.samples.values())))} "
         f"run(s) per daemon, daemons alternating; target on {results.storage}; "
         + pinning_text(results.pinned)
-        + f". `echo` ({results.echo}) answers without writing: the harness ceiling.",
+        + f". `echo` ({results.echo}) answers without writing: the harness ceiling;"
+        " `python-floor` (bench.fcopy_floor) makes the C daemon's calls per fragment"
+        " (poll, read, pwrite, write) in bare Python, with no checks: what Python alone costs.",
         "",
         "| daemon | MB/s (median) | MB/s (min-max) | daemon CPU µs/fragment | peak RSS after "
         f"{small} MiB (KiB) | after {big} MiB (KiB) | exec → registered ms (median) |",
@@ -358,6 +380,11 @@ def render(results: Results) -> str:
         ratio = rate / _median(results.samples["reference"], lambda s: s.mb_per_s)
         met = ratio >= TARGET_VS_REFERENCE
         lines.append(f"- ≥ {TARGET_VS_REFERENCE:.1f}x the C daemon: {ratio:.2f}x — {_verdict(met)}")
+        if "python-floor" in results.samples:
+            floor_ratio = _median(results.samples["python-floor"], lambda s: s.mb_per_s) / (
+                _median(results.samples["reference"], lambda s: s.mb_per_s)
+            )
+            lines.append(f"  (the Python floor reaches {floor_ratio:.2f}x the C daemon)")
     share = rate / ceiling
     lines.append(
         f"- ≥ {TARGET_VS_CEILING:.0%} of the harness ceiling: {share:.0%} — "

@@ -17,6 +17,8 @@ import select
 import socket
 import struct
 import sys
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from hvguest.abi.constants import KVP_OP_REGISTER1, REG_SZ, KvpOp, KvpPool
@@ -26,7 +28,9 @@ from hvguest.testing.wire import (
     MAX_DATAGRAM,
     TAG_CONSUMED,
     TAG_HANGUP,
+    TAG_MESSAGE,
     TAG_OPEN,
+    TAG_RESULT,
     TAG_WRITE,
     decode_int32,
 )
@@ -34,6 +38,7 @@ from hvguest.testing.wire import (
 _U32 = struct.Struct("<I")
 _RECORD = struct.Struct("512s2048s")
 _S_CONT = 0x80070103
+Buffer = bytearray | memoryview
 
 
 def _load(state_dir: Path) -> dict[bytes, bytes]:
@@ -55,52 +60,80 @@ def serve(path: str, state_dir: Path) -> int:
     sock.recv_into(buffer)
     if buffer[:1] != TAG_OPEN or decode_int32(buffer) != 0:
         return 1
-    registration = bytearray(KVP_MSG_SIZE)
-    registration[kvp.OPERATION] = KVP_OP_REGISTER1
-    sock.sendmsg([TAG_WRITE, registration])
-    sock.recv_into(buffer)  # the write's result
     poller = select.epoll()
     poller.register(sock.fileno(), select.EPOLLIN)
     poll, recv_into, send, sendmsg = poller.poll, sock.recv_into, sock.send, sock.sendmsg
     unpack, pack = _U32.unpack_from, _U32.pack_into
-    hangup, registered = TAG_HANGUP[0], False
-    while True:
-        poll()
-        size = recv_into(buffer)
-        if size == 0 or buffer[0] == hangup:
-            return 0
-        send(TAG_CONSUMED)
-        if not registered:  # the kernel's answer to the registration
-            registered = True
-            continue
-        message = view[1:size]
-        operation, status = message[kvp.OPERATION], 0
-        if operation == KvpOp.GET:
-            key_size = unpack(message, kvp.GET_KEY_SIZE)[0]
-            key = bytes(message[kvp.GET_KEY : kvp.GET_KEY + key_size]).rstrip(b"\0")
-            value = pool.get(key)
-        elif operation == KvpOp.ENUMERATE:
-            index = unpack(message, kvp.ENUM_INDEX)[0]
-            key = keys[index] if index < len(keys) else b""
-            value = pool.get(key)
-            if value is not None:
-                message[kvp.ENUM_KEY : kvp.ENUM_KEY + 512] = key.ljust(512, b"\0")
-        else:  # SET
-            key_size = unpack(message, kvp.SET_KEY_SIZE)[0]
-            value_size = unpack(message, kvp.SET_VALUE_SIZE)[0]
-            key = bytes(message[kvp.SET_KEY : kvp.SET_KEY + key_size]).rstrip(b"\0")
-            pool[key] = bytes(message[kvp.SET_VALUE : kvp.SET_VALUE + value_size]).rstrip(b"\0")
-            value = None
-        if operation != KvpOp.SET:
-            if value is None:
-                status = _S_CONT
+    # Messages that arrived while a write waited for its result (the simulated
+    # device allows that, as SimulatedDevice does): served before polling again.
+    held: deque[bytearray] = deque()
+    message_tag, result_tag, hangup = TAG_MESSAGE[0], TAG_RESULT[0], TAG_HANGUP[0]
+
+    def write(reply: bytes | bytearray | memoryview) -> None:
+        sendmsg([TAG_WRITE, reply])
+        while (size := recv_into(buffer)) and buffer[0] != result_tag:
+            if buffer[0] == hangup:
+                raise EOFError
+            held.append(bytearray(buffer[1:size]))
+
+    registration = bytearray(KVP_MSG_SIZE)
+    registration[kvp.OPERATION] = KVP_OP_REGISTER1
+    try:
+        write(registration)
+        registered = False
+        while True:
+            if held:
+                message: bytearray | memoryview = held.popleft()
             else:
-                message[kvp.ENUM_VALUE : kvp.ENUM_VALUE + 2048] = value.ljust(2048, b"\0")
-                pack(message, kvp.ENUM_VALUE_TYPE, REG_SZ)
-                pack(message, kvp.ENUM_VALUE_SIZE, len(value) + 1)
-        pack(message, kvp.ERROR, status)
-        sendmsg([TAG_WRITE, message])
-        recv_into(buffer)  # the write's result, as every daemon waits for it
+                poll()
+                size = recv_into(buffer)
+                if size == 0 or buffer[0] == hangup:
+                    return 0
+                if buffer[0] != message_tag:
+                    continue
+                message = view[1:size]
+            send(TAG_CONSUMED)
+            if not registered:  # the kernel's answer to the registration
+                registered = True
+                continue
+            _answer(message, pool, keys, unpack, pack)
+            write(message)
+    except EOFError:
+        return 0
+
+
+def _answer(
+    message: bytearray | memoryview,
+    pool: dict[bytes, bytes],
+    keys: list[bytes],
+    unpack: Callable[[Buffer, int], tuple[int, ...]],
+    pack: Callable[[Buffer, int, int], None],
+) -> None:
+    """GET / ENUMERATE from ``pool``, SET into it, in the request's buffer."""
+    operation, status = message[kvp.OPERATION], 0
+    value: bytes | None = None
+    if operation == KvpOp.GET:
+        key_size = unpack(message, kvp.GET_KEY_SIZE)[0]
+        value = pool.get(bytes(message[kvp.GET_KEY : kvp.GET_KEY + key_size]).rstrip(b"\0"))
+    elif operation == KvpOp.ENUMERATE:
+        index = unpack(message, kvp.ENUM_INDEX)[0]
+        key = keys[index] if index < len(keys) else b""
+        value = pool.get(key)
+        if value is not None:
+            message[kvp.ENUM_KEY : kvp.ENUM_KEY + 512] = key.ljust(512, b"\0")
+    else:  # SET
+        key_size = unpack(message, kvp.SET_KEY_SIZE)[0]
+        value_size = unpack(message, kvp.SET_VALUE_SIZE)[0]
+        key = bytes(message[kvp.SET_KEY : kvp.SET_KEY + key_size]).rstrip(b"\0")
+        pool[key] = bytes(message[kvp.SET_VALUE : kvp.SET_VALUE + value_size]).rstrip(b"\0")
+    if operation != KvpOp.SET:
+        if value is None:
+            status = _S_CONT
+        else:
+            message[kvp.ENUM_VALUE : kvp.ENUM_VALUE + 2048] = value.ljust(2048, b"\0")
+            pack(message, kvp.ENUM_VALUE_TYPE, REG_SZ)
+            pack(message, kvp.ENUM_VALUE_SIZE, len(value) + 1)
+    pack(message, kvp.ERROR, status)
 
 
 if __name__ == "__main__":

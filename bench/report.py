@@ -206,8 +206,8 @@ class Report:
             if self.vs_reference:
                 theirs = self.results.ops.get((REFERENCE, operation, size), [])
                 row += [self._mark(theirs), _number(_rate(samples) / _rate(theirs), 2) + "x"]
-            rows.append(row)
-        self._table(header, rows)
+            rows.append([*row, str(sum(sample.failures for sample in samples))])
+        self._table([*header, "floor failed replies"], rows)
         self.lines.append(
             "bench.floor makes the calls every daemon makes per request on the simulated"
             " device (poll, read + acknowledge, write + wait for its result) and answers from"
