@@ -131,13 +131,12 @@ def reference_spec(shim: Path, daemon: Path = REFERENCE_FCOPY_DAEMON) -> DaemonS
     return DaemonSpec("reference", launch)
 
 
-def echo_spec(binary: Path | None) -> DaemonSpec:
-    """bench.fcopy_echo: status 0 for everything, no file written (C if built, else Python)."""
+def _stand_in(name: str, command: list[str], *, writes: bool) -> DaemonSpec:
+    """One of the benchmark's own daemons: ``command`` plus the device socket, repo importable."""
 
     def launch(device: Path, work: Path, log: Path) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "bench.fcopy_echo"] if binary is None else [str(binary)]
         with log.open("ab") as log_file:
             return subprocess.Popen(
                 [*command, str(device)],
@@ -148,26 +147,18 @@ def echo_spec(binary: Path | None) -> DaemonSpec:
                 stderr=log_file,
             )
 
-    return DaemonSpec("echo", launch, writes=False)
+    return DaemonSpec(name, launch, writes=writes)
+
+
+def echo_spec(binary: Path | None) -> DaemonSpec:
+    """bench.fcopy_echo: status 0 for everything, no file written (C if built, else Python)."""
+    command = [sys.executable, "-m", "bench.fcopy_echo"] if binary is None else [str(binary)]
+    return _stand_in("echo", command, writes=False)
 
 
 def floor_spec() -> DaemonSpec:
     """bench.fcopy_floor: the same calls as the C daemon per fragment, in bare Python."""
-
-    def launch(device: Path, work: Path, log: Path) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
-        with log.open("ab") as log_file:
-            return subprocess.Popen(
-                [sys.executable, "-m", "bench.fcopy_floor", str(device)],
-                cwd=work,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-            )
-
-    return DaemonSpec("python-floor", launch)
+    return _stand_in("python-floor", [sys.executable, "-m", "bench.fcopy_floor"], writes=True)
 
 
 @dataclass(frozen=True)

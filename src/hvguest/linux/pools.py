@@ -29,7 +29,10 @@ skip the locks: the answer is the file's content as of the moment we drained
 the queue, and every write that completed before that moment has an event
 there, so the read is linearizable at that moment (writes still in flight are
 concurrent with it and may be ordered after it). Our own writes' events are
-drained while we still hold the lock. A queue overflow marks every pool stale
+drained while we still hold the lock. In the daemon the queue's descriptor is
+polled together with the device (``after_poll``), so a request that the poll
+woke up for is answered without asking the queue again: the poll already
+saw it empty, or emptied it. A queue overflow marks every pool stale
 once; without inotify, or while the directory is gone, every operation
 re-reads the file under the lock, like the C daemon. Under each lock we also
 check that the directory is still the inode we watch: after rmdir + mkdir the
