@@ -702,7 +702,14 @@ class LinuxPoolStore:
         request's arrival and its reply. ``after_serving()`` ends the hint.
         """
         if readable:
-            self._collect_changes()
+            try:
+                self._collect_changes()
+            except OSError as err:
+                # Called from the event loop, not from a request: no status to
+                # answer, so distrust the caches (queries re-read) and go on.
+                _log.warning("reading the inotify queue failed (%s); re-reading pools", err)
+                self._distrust_all()
+                return
         self._quiet = True
 
     def after_serving(self) -> None:

@@ -87,3 +87,21 @@ def test_without_inotify_there_is_no_descriptor_and_the_hint_changes_nothing(
         foreign_append(tmp_path / "state", b"late", b"2")
         assert store.get(GUEST, b"late") == b"2"  # every query re-reads, hint or not
         store.after_serving()
+
+
+def test_a_failing_queue_read_at_the_poll_distrusts_the_caches_instead_of_raising(
+    store: LinuxPoolStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    foreign_append(tmp_path / "state", b"early", b"3")
+    inotify = store._inotify
+    assert inotify is not None
+
+    def broken(*, expected: bool = False) -> list[object]:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(inotify, "read_events", broken)
+    store.after_poll(readable=True)  # the event loop must survive this
+    monkeypatch.undo()
+    # No hint was given, and every table is distrusted: the query re-reads.
+    assert store.get(GUEST, b"early") == b"3"
+    store.after_serving()
