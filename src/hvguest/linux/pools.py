@@ -725,16 +725,10 @@ class LinuxPoolStore:
 
     def get(self, pool: KvpPool, key: bytes) -> bytes | None:
         """The value of ``key`` (last record wins), or None."""
-        table = self._trusted_after_poll(pool)
-        if table is not None:
-            return table.get(key)
         return self._query(pool, "GET", lambda table: table.get(key))
 
     def record_at(self, pool: KvpPool, index: int) -> tuple[bytes, bytes] | None:
         """The ``index``-th live record (one per key, file order), or None past the end."""
-        table = self._trusted_after_poll(pool)
-        if table is not None:
-            return table.record_at(index)
         return self._query(pool, "ENUMERATE", lambda table: table.record_at(index))
 
     def set(self, pool: KvpPool, key: bytes, value: bytes) -> None:
@@ -752,19 +746,6 @@ class LinuxPoolStore:
         table = self._tables.get(pool)
         if table is None:  # S7: the C daemon indexes past its table here
             raise OperationFailed(HvStatus.E_FAIL, f"no KVP pool {int(pool)}")
-        return table
-
-    def _trusted_after_poll(self, pool: KvpPool) -> _PoolTable | None:
-        """``pool``'s table if the last poll vouches for it (``after_poll``), else None.
-
-        The common case of ``_query``, taken without its indirections: a host
-        reads pools far more often than anyone writes them.
-        """
-        if not self._quiet or self._watch is None:
-            return None
-        table = self._tables.get(pool)
-        if table is None or not table.fresh or table.maybe_replaced:
-            return None
         return table
 
     # _query and _edit run once per request: plain try blocks, no context managers.

@@ -238,14 +238,12 @@ _SET_VALUE_WIDTH: Final = _width(_SET_VALUE)
 #: this is written into every successful reply. Statuses go to ``pack_into`` as
 #: IntEnum members, which it reads as ints at C speed.
 _S_OK: Final = int(HvStatus.S_OK)
-_NUL: Final = b"\0"
 
 _U32: Final = struct.Struct("<I")
 #: What the decoders read: the request as bytes, or a view of the device's
 #: buffer on the daemon's fast path (``KvpCodec.encode_reply_into``).
 Buffer = bytes | bytearray | memoryview
 _POOLS: Final = tuple(KvpPool(number) for number in range(KvpPool.COUNT))
-_POOL_COUNT: Final = len(_POOLS)
 
 _REGISTRATION: Final = bytes([KVP_OP_REGISTER1]).ljust(KVP_MSG_SIZE, b"\0")
 
@@ -270,8 +268,7 @@ def _key(datagram: Buffer, size_offset: int, field: slice) -> bytes:
     start: int = field.start
     if not 1 <= key_size <= field.stop - start:
         raise _wire(f"KVP key_size {key_size} is outside 1..{_width(field)}")
-    # c_string(), inlined: this runs for every GET, SET and DELETE.
-    return bytes(datagram[start : start + key_size]).partition(b"\0")[0]
+    return c_string(bytes(datagram[start : start + key_size]))
 
 
 def _ip_text(datagram: Buffer, field: slice, name: str) -> str:
@@ -286,9 +283,7 @@ def _ip_text(datagram: Buffer, field: slice, name: str) -> str:
 
 
 def _decode_get(datagram: Buffer) -> KvpGet:
-    number = datagram[_POOL]
-    pool = _POOLS[number] if number < _POOL_COUNT else _pool(datagram)
-    return KvpGet(pool, _key(datagram, _GET_KEY_SIZE, _GET_KEY))
+    return KvpGet(_pool(datagram), _key(datagram, _GET_KEY_SIZE, _GET_KEY))
 
 
 def _decode_set(datagram: Buffer) -> KvpSet:
@@ -307,10 +302,8 @@ def _decode_delete(datagram: Buffer) -> KvpDelete:
 
 
 def _decode_enumerate(datagram: Buffer) -> KvpEnumerate:
-    number = datagram[_POOL]
-    pool = _POOLS[number] if number < _POOL_COUNT else _pool(datagram)
     # Unsigned, unlike hv_kvp_daemon's int (S8).
-    return KvpEnumerate(pool, _U32.unpack_from(datagram, _ENUM_INDEX)[0])
+    return KvpEnumerate(_pool(datagram), _U32.unpack_from(datagram, _ENUM_INDEX)[0])
 
 
 def _decode_get_ip_info(datagram: Buffer) -> KvpGetIpInfo:
@@ -371,11 +364,7 @@ def _base(request: bytes) -> bytearray:
 
 
 def _put_value(message: bytearray | memoryview, value: bytes) -> None:
-    # _fit(), with its checks inlined for the usual value: once per GET and ENUMERATE.
-    if len(value) <= _VALUE_WIDTH and _NUL not in value:
-        message[_ENUM_VALUE] = value.ljust(_VALUE_WIDTH, _NUL)
-    else:
-        message[_ENUM_VALUE] = _fit(value, _VALUE_WIDTH, "value", allow_full=True)
+    message[_ENUM_VALUE] = _fit(value, _VALUE_WIDTH, "value", allow_full=True)
     _U32.pack_into(message, _ENUM_VALUE_TYPE, REG_SZ)
     _U32.pack_into(message, _ENUM_VALUE_SIZE, min(len(value) + 1, _VALUE_WIDTH))
 

@@ -101,7 +101,7 @@ class KvpService:
                 value = self._pools.get(pool, key)
                 if value is None:
                     return KvpStatus(HvStatus.S_CONT)
-                return KvpValue(value if value.isascii() else self._host_text(value, pool, key))
+                return KvpValue(self._host_text(value, pool, key))
             case KvpSet(pool=pool, key=key, value=value):
                 self._pools.set(pool, key, value)
                 return KvpStatus(HvStatus.S_OK)
@@ -115,8 +115,6 @@ class KvpService:
                 if record is None:
                     return KvpStatus(HvStatus.S_CONT)
                 key, value = record
-                if key.isascii() and value.isascii():  # _host_text's usual case, inlined
-                    return KvpRecord(key, value)
                 return KvpRecord(self._host_text(key, pool, key), self._host_text(value, pool, key))
             case KvpGetIpInfo():
                 return self._ip_info(request)
