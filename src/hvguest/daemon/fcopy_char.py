@@ -38,7 +38,7 @@ from hvguest.config import Config
 from hvguest.daemon.loop import ChannelRunner, EventLoop, describe_os_error
 from hvguest.daemon.systemd import notify
 from hvguest.linux.device import Device
-from hvguest.protocol.channel import KernelVersion, Malformed, State
+from hvguest.protocol.channel import State
 from hvguest.protocol.fcopy import STATUS_REPLIES, FcopyCodec, decode_write_fragment
 from hvguest.protocol.fcopy_messages import FcopyRequest
 from hvguest.services.fcopy import FcopyService
@@ -84,7 +84,8 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
             datagram = self._serve_writes(device, fragment, now)
             if datagram is None:
                 return
-        self._serve_other(datagram, now)
+        # The channel keeps the request: a copy, not a view of the device's buffer.
+        self.serve_datagram(bytes(datagram), now)
 
     def _serve_writes(
         self, device: Device, fragment: tuple[int, memoryview], now: float
@@ -121,28 +122,6 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
             if next_fragment is None:
                 return datagram
             fragment = next_fragment
-
-    def _serve_other(self, datagram: bytes | memoryview, now: float) -> None:
-        """``ChannelRunner.service_one`` after its read: decode, handle, reply."""
-        if not datagram:
-            self.close(now, "read returned no data")
-            return
-        # The channel keeps the request: a copy, not a view of the device's buffer.
-        request = bytes(datagram)
-        event = self.channel.receive(request)
-        if isinstance(event, Malformed):
-            self.log.warning(
-                "%s: malformed message (%d bytes): %s; answering 0x%08X",
-                self.name,
-                len(request),
-                event.error,
-                event.error.status,
-            )
-            self._write(self.channel.reply_failure(event.error.status), now)
-        elif isinstance(event, KernelVersion):  # only ever read while AWAITING_VERSION
-            raise AssertionError("a version answer on a registered channel")
-        else:
-            self._write(self._answer(event), now)
 
 
 def fcopy_char_runner(config: Config, service: FcopyService) -> FcopyCharRunner:

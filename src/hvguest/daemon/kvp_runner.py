@@ -13,10 +13,11 @@ message that is not a whole ``hv_kvp_msg``, take the generic path of
 (tests/unit/daemon/test_kvp_runner.py runs both runners on the same messages).
 
 Measured in process on a scripted device (so without the socket work),
-best of five runs of 50,000 requests on 2026-11-27: GET 5.1 -> 4.2 µs,
-ENUMERATE 5.9 -> 4.8 µs, SET 23.8 -> 22.7 µs against the generic runner (the
-pool store's poll hint in place for both). What it saves in the benchmark is
-within the run-to-run spread there; docs/benchmarks.md has the numbers.
+best of five runs of 50,000 requests on 2026-11-27: GET 5.4 -> 4.6 µs,
+ENUMERATE 6.5 -> 5.4 µs against the generic runner (the pool store's poll
+hint in place for both); SET, dominated by its system calls, 23 -> 22 µs,
+within the noise. What it saves in the benchmark is within the run-to-run
+spread there; docs/benchmarks.md has the numbers.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from typing import Final
 
 from hvguest.abi.constants import HvStatus
 from hvguest.abi.structs import KVP_MSG_SIZE
-from hvguest.daemon.loop import ChannelRunner, describe_os_error
-from hvguest.errors import ChannelError, OperationFailed, WireError
+from hvguest.daemon.loop import ChannelRunner, HandlerFailed, describe_os_error
+from hvguest.errors import ChannelError, WireError
 from hvguest.protocol.channel import KernelVersion, State
 from hvguest.protocol.kvp import KvpCodec, KvpReply, KvpRequest
 
@@ -49,16 +50,18 @@ class KvpRunner(ChannelRunner[KvpRequest, KvpReply]):
         log: logging.Logger,
         on_version: Callable[[KernelVersion], None],
     ) -> None:
+        codec = KvpCodec()
         super().__init__(
             name="kvp",
             device_path=device_path,
-            codec=KvpCodec(),
+            codec=codec,
             handle=handle,
             read_size=KVP_READ_SIZE,
             log=log,
             on_version=on_version,
         )
-        self._kvp_codec = KvpCodec()
+        #: ``codec`` as the KvpCodec it is: the in-place encoders are not in ``Codec``.
+        self._kvp_codec = codec
 
     def service_one(self, now: float) -> None:
         """Read one message and answer it (see the module docstring)."""
@@ -70,7 +73,7 @@ class KvpRunner(ChannelRunner[KvpRequest, KvpReply]):
         if read is None:
             return
         if len(read) != KVP_MSG_SIZE:
-            self._serve_generic(bytes(read), now)
+            self.serve_datagram(bytes(read), now)
             return
         # A plain read() (or a message read earlier) is copied once, to be written over.
         message = read if isinstance(read, memoryview) and not read.readonly else bytearray(read)
@@ -98,25 +101,12 @@ class KvpRunner(ChannelRunner[KvpRequest, KvpReply]):
             )
             codec.encode_failure_into(message, error.status)
             return
-        try:
-            reply = self.handle(request)
-        except OperationFailed as failure:
-            self.log.warning("%s: %s (answering 0x%08X)", self.name, failure, failure.status)
-            codec.encode_failure_into(message, failure.status)
-            return
-        except Exception:
-            self.log.exception("%s: unexpected error handling %r", self.name, request)
-            codec.encode_failure_into(message, HvStatus.E_FAIL)
+        reply = self.handled(request)
+        if isinstance(reply, HandlerFailed):
+            codec.encode_failure_into(message, reply.status)
             return
         try:
             codec.encode_reply_into(message, reply)
         except ChannelError as error:
-            self.log.error("%s: cannot encode the reply %r: %s", self.name, reply, error)
+            self.log_unencodable(reply, error)
             codec.encode_failure_into(message, HvStatus.E_FAIL)
-
-    def _serve_generic(self, datagram: bytes, now: float) -> None:
-        """What ``ChannelRunner.service_one`` does after its read."""
-        if not datagram:
-            self.close(now, "read returned no data")
-            return
-        self.serve_datagram(datagram, now)

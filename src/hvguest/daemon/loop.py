@@ -32,6 +32,7 @@ from hvguest.abi.constants import HvStatus
 from hvguest.errors import ChannelError, OperationFailed, WireError
 from hvguest.linux.device import Device, open_device
 from hvguest.protocol.channel import Channel, Codec, KernelVersion, Malformed
+from hvguest.records import record
 
 Req = TypeVar("Req")
 Rep = TypeVar("Rep")
@@ -61,6 +62,13 @@ def _ignore_version(_version: KernelVersion) -> None:
 
 def _ignore_reset() -> None:
     """Default ``on_reset``: nothing to undo."""
+
+
+@record
+class HandlerFailed:
+    """What ``ChannelRunner.handled`` returns when the handler failed: the status to answer."""
+
+    status: HvStatus
 
 
 class ChannelRunner(Generic[Req, Rep]):
@@ -163,9 +171,6 @@ class ChannelRunner(Generic[Req, Rep]):
         except OSError as error:
             self.close(now, f"read failed: {describe_os_error(error)}")
             return
-        if not datagram:
-            self.close(now, "read returned no data")
-            return
         self.serve_datagram(datagram, now)
 
     def read_in_place(self, device: Device, now: float) -> bytes | memoryview | None:
@@ -188,7 +193,13 @@ class ChannelRunner(Generic[Req, Rep]):
             return None
 
     def serve_datagram(self, datagram: bytes, now: float) -> None:
-        """Answer one message already read (``service_one`` after its read)."""
+        """Answer one message already read (``service_one`` after its read).
+
+        An empty read means the device is gone: it is closed (and reopened later).
+        """
+        if not datagram:
+            self.close(now, "read returned no data")
+            return
         try:
             event = self.channel.receive(datagram)
         except WireError as error:
@@ -212,21 +223,29 @@ class ChannelRunner(Generic[Req, Rep]):
             return
         self._write(self._answer(event), now)
 
-    def _answer(self, request: Req) -> bytes:
+    def handled(self, request: Req) -> Rep | HandlerFailed:
+        """``handle(request)``; a failure is logged and comes back as the status to answer."""
         try:
-            reply = self.handle(request)
+            return self.handle(request)
         except OperationFailed as failure:
             self.log.warning("%s: %s (answering 0x%08X)", self.name, failure, failure.status)
-            return self.channel.reply_failure(failure.status)
+            return HandlerFailed(failure.status)
         except Exception:
             self.log.exception("%s: unexpected error handling %r", self.name, request)
-            return self.channel.reply_failure(HvStatus.E_FAIL)
+            return HandlerFailed(HvStatus.E_FAIL)
+
+    def log_unencodable(self, reply: Rep, error: ChannelError) -> None:
+        """The codec refused ``reply``: a local bug, answered E_FAIL (the request is still owed)."""
+        self.log.error("%s: cannot encode the reply %r: %s", self.name, reply, error)
+
+    def _answer(self, request: Req) -> bytes:
+        reply = self.handled(request)
+        if isinstance(reply, HandlerFailed):
+            return self.channel.reply_failure(reply.status)
         try:
             return self.channel.reply(reply)
         except ChannelError as error:
-            # A reply the codec cannot encode is a local bug; the request is
-            # still pending, so the kernel gets a failure instead of nothing.
-            self.log.error("%s: cannot encode the reply %r: %s", self.name, reply, error)
+            self.log_unencodable(reply, error)
             return self.channel.reply_failure(HvStatus.E_FAIL)
 
     def _write(self, data: bytes, now: float) -> None:
