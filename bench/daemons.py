@@ -77,37 +77,31 @@ def reference_daemon(shim: Path) -> DaemonSpec:
     return DaemonSpec("reference", launch)
 
 
-def echo_daemon() -> DaemonSpec:
-    """The canned-answer daemon of :mod:`bench.echo`."""
+def _bench_module(name: str, module: str, *, with_state_dir: bool) -> DaemonSpec:
+    """``python -m MODULE SOCKET [STATE_DIR]`` from the repository root."""
 
     def launch(device: Path, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-        del state_dir  # it keeps no pools
+        arguments = [str(device), str(state_dir)] if with_state_dir else [str(device)]
         with log.open("ab") as log_file:
             return subprocess.Popen(
-                [sys.executable, "-m", "bench.echo", str(device)],
+                [sys.executable, "-m", module, *arguments],
                 cwd=_REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
             )
 
-    return DaemonSpec("echo", launch)
+    return DaemonSpec(name, launch)
+
+
+def echo_daemon() -> DaemonSpec:
+    """The canned-answer daemon of :mod:`bench.echo` (it keeps no pools)."""
+    return _bench_module("echo", "bench.echo", with_state_dir=False)
 
 
 def floor_daemon() -> DaemonSpec:
-    """The bare Python loop of :mod:`bench.floor`."""
-
-    def launch(device: Path, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-        with log.open("ab") as log_file:
-            return subprocess.Popen(
-                [sys.executable, "-m", "bench.floor", str(device), str(state_dir)],
-                cwd=_REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-            )
-
-    return DaemonSpec("python-floor", launch)
+    """The bare Python loop of :mod:`bench.floor`, which reads the prefilled pool."""
+    return _bench_module("python-floor", "bench.floor", with_state_dir=True)
 
 
 @dataclass

@@ -142,7 +142,9 @@ _DECODERS: Final[dict[int, Callable[[bytes], FcopyRequest]]] = {
 }
 
 
-def decode_write_fragment(datagram: bytes | memoryview) -> tuple[int, memoryview] | None:
+def decode_write_fragment(
+    datagram: bytes | bytearray | memoryview,
+) -> tuple[int, memoryview] | None:
     """``(offset, data)`` of a well-formed WRITE_TO_FILE; None for anything else.
 
     The per-fragment fast path of a transport: no request object, no
