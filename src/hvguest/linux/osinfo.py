@@ -3,7 +3,8 @@
 Replaces kvp_get_os_info() and kvp_get_domain_name() in
 tools/hv/hv_kvp_daemon.c. The reference computes both once at start-up; here
 ``facts()`` re-reads /etc/os-release when its (device, inode, size, mtime)
-changes, so an OS upgrade shows without a restart, and ``fqdn()`` returns what
+changes (looked at no more than once a second), so an OS upgrade shows
+without a restart, and ``fqdn()`` returns what
 a background thread last resolved, so a slow DNS server never delays a host
 request (protocol.md S11).
 
@@ -42,6 +43,9 @@ DEFAULT_RETRY_INITIAL: Final = 1.0
 DEFAULT_RETRY_MAX: Final = 60.0
 #: How often the resolver thread looks for a host name change while it waits.
 DEFAULT_HOSTNAME_POLL: Final = 5.0
+#: Seconds during which facts() trusts its last look at the release files: a
+#: host sweep asks for them six times within a millisecond, an upgrade can wait a second.
+DEFAULT_RELEASE_RECHECK: Final = 1.0
 #: How long ``close()`` waits for the thread (it may be inside getaddrinfo()).
 CLOSE_TIMEOUT: Final = 2.0
 
@@ -200,19 +204,25 @@ class LinuxOsInfo:
         retry_initial: float = DEFAULT_RETRY_INITIAL,
         retry_max: float = DEFAULT_RETRY_MAX,
         hostname_poll: float = DEFAULT_HOSTNAME_POLL,
+        release_recheck: float = DEFAULT_RELEASE_RECHECK,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._etc_root = etc_root
         # Built once: a host sweep asks for the facts six times in a row.
         self._os_release = etc_root / "os-release"
         self._legacy_release = tuple(etc_root / name for name in LEGACY_RELEASE_FILES)
-        self._uname = uname
+        # The kernel's name, release and machine cannot change while it runs.
+        self._uname = uname()
         self._resolve = resolve
         self._hostname = hostname
         self._refresh_interval = refresh_interval
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._hostname_poll = hostname_poll
+        self._release_recheck = release_recheck
+        self._clock = clock
         self._release_key: tuple[_FileKey, ...] | None = None
+        self._release_checked = 0.0
         self._release = ReleaseInfo(None)
         # (host name it belongs to, value); replaced as a whole, read without a
         # lock: a reference assignment is atomic.
@@ -229,7 +239,7 @@ class LinuxOsInfo:
 
     def facts(self) -> OsFacts:
         """Current facts; the release files are parsed again only after they change."""
-        uname = self._uname()
+        uname = self._uname
         release = self._current_release()
         return OsFacts(
             os_name=release.name if release.name is not None else uname.sysname,
@@ -262,6 +272,10 @@ class LinuxOsInfo:
     # -- os-release ----------------------------------------------------------------
 
     def _current_release(self) -> ReleaseInfo:
+        now = self._clock()
+        if self._release_key is not None and now - self._release_checked < self._release_recheck:
+            return self._release
+        self._release_checked = now
         key: tuple[_FileKey, ...] = (_file_key(self._os_release),)
         if key[0] is None:
             key += tuple(_file_key(path) for path in self._legacy_release)

@@ -37,7 +37,12 @@ def etc(tmp_path: Path) -> Path:
 @pytest.fixture
 def os_info(etc: Path) -> Iterator[LinuxOsInfo]:
     info = LinuxOsInfo(
-        etc_root=etc, uname=FakeUname, resolve=no_resolver, hostname=lambda: "vm", retry_max=60
+        etc_root=etc,
+        uname=FakeUname,
+        resolve=no_resolver,
+        hostname=lambda: "vm",
+        retry_max=60,
+        release_recheck=0.0,  # every call looks at the files: the reload tests below
     )
     yield info
     info.close()
@@ -229,3 +234,39 @@ def test_symlinked_os_release_follows_its_target(etc: Path, os_info: LinuxOsInfo
     (etc / "usr-lib-os-release").write_bytes(b"NAME=Linked\n")
     (etc / "os-release").symlink_to(etc / "usr-lib-os-release")
     assert os_info.facts().os_name == "Linked"
+
+
+# -- how often the files are looked at -------------------------------------------------------
+
+
+def test_a_burst_of_requests_looks_at_the_release_file_once(etc: Path) -> None:
+    now = [100.0]
+    unames: list[FakeUname] = []
+
+    def counting_uname() -> FakeUname:
+        unames.append(FakeUname())
+        return unames[-1]
+
+    path = etc / "os-release"
+    path.write_bytes(b"NAME=Before\n")
+    info = LinuxOsInfo(
+        etc_root=etc,
+        uname=counting_uname,
+        resolve=no_resolver,
+        hostname=lambda: "vm",
+        release_recheck=1.0,
+        clock=lambda: now[0],
+    )
+    try:
+        assert info.facts().os_name == "Before"
+        path.write_bytes(b"NAME=After the upgrade\n")
+        now[0] += 0.5  # within the same host sweep: the last look still holds
+        assert info.facts().os_name == "Before"
+        now[0] += 0.6  # a second after the last look: the file is looked at again
+        assert info.facts().os_name == "After the upgrade"
+        path.unlink()
+        now[0] += 1.0
+        assert info.facts().os_name == "Linux"  # gone: the kernel's name, as with no file
+    finally:
+        info.close()
+    assert len(unames) == 1  # the kernel's name, release and machine are read once
