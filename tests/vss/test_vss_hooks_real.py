@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from hvguest.abi.constants import HvStatus
+from hvguest.linux.freeze import LinuxFreezer
+from hvguest.linux.hooks import LinuxHookRunner
 from hvguest.testing.vss_host import vss_freeze, vss_thaw
-from hvguest.testing.zram import scratch_filesystems
+from hvguest.testing.zram import scratch_filesystems, thaw_quietly
 
-from .rig import WAIT, VssRig, is_frozen, require_zram, wait_for
+from .rig import WAIT, VssRig, is_frozen, process_state, require_zram, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -131,3 +133,32 @@ def test_a_slow_thaw_hook_does_not_hold_back_the_thaw_reply(
             wait_for(lambda: "10-slow thaw" in journal.read_text(), "the thaw hook")
             rig.daemon.stop()
     assert journal.read_text().splitlines() == ["10-slow freeze", "10-slow thaw"]
+
+
+def test_a_hook_that_sigkill_cannot_end_is_left_behind_not_waited_for(tmp_path: Path) -> None:
+    # A write to a frozen filesystem sleeps uninterruptibly: SIGKILL stays
+    # pending until the thaw. The runner must come back to serve the host.
+    require_zram()
+    hooks = make_hooks_dir(tmp_path)
+    pid_file = tmp_path / "hook.pid"
+    with scratch_filesystems(1, tmp_path / "mnt") as (scratch,):
+        target = scratch.mountpoint / "file"
+        write_hook(hooks, "10-writes", f"echo $$ > {pid_file}\necho data > {target}\n")
+        runner = LinuxHookRunner(hooks, 0.5, trusted_uid=0, kill_grace=0.5)
+        try:
+            LinuxFreezer().freeze(str(scratch.mountpoint))  # our own scratch fs, thawed below
+            result = runner.run("10-writes", "freeze")
+            pid = int(pid_file.read_text())
+            assert process_state(pid) == "D"  # still blocked in the kernel, SIGKILL pending
+        finally:
+            thaw_quietly(scratch.mountpoint)
+        assert not result.ok
+        assert result.detail == (
+            f"timed out after 0.5 s; killed, but still there 0.5 s later"
+            f" (pid {pid}, stuck in the kernel?): left behind"
+        )
+        # Thawed, the pending SIGKILL ends it before its write.
+        wait_for(lambda: process_state(pid) == "Z", "the left-behind hook to die")
+        assert not target.exists() or target.read_bytes() == b""
+        assert runner.run("10-writes", "thaw").ok  # and the next hook runs as usual
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the zombie to be reaped")

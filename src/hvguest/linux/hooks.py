@@ -9,6 +9,9 @@ As root we run whatever is in the directory, so a hook (and the directory)
 must be owned by root and not writable by group or others; anything else is
 refused with its reason. A hook that outlives its timeout is killed with its
 whole process group, so a stuck database client cannot keep the guest frozen.
+A killed hook is waited for a few seconds more, not for ever: SIGKILL cannot
+end a process in uninterruptible sleep (writing to a filesystem someone else
+froze, or to a dead NFS server), and the daemon must go on answering the host.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
 _OUTPUT_TAIL: Final = 200
 #: Editor and package-manager leftovers that are never hooks.
 _IGNORED_SUFFIXES: Final = ("~", ".dpkg-old", ".dpkg-new", ".dpkg-dist", ".rpmnew", ".rpmsave")
+#: Seconds a killed hook gets to go before it is left behind.
+DEFAULT_KILL_GRACE: Final = 5.0
 
 
 def _unsafe(info: os.stat_result, trusted_uid: int) -> str | None:
@@ -42,10 +47,18 @@ def _unsafe(info: os.stat_result, trusted_uid: int) -> str | None:
 class LinuxHookRunner:
     """``HookRunner`` over a directory of executables."""
 
-    def __init__(self, directory: Path, timeout: float, *, trusted_uid: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        timeout: float,
+        *,
+        trusted_uid: int = 0,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+    ) -> None:
         self.directory = directory
         self.timeout = timeout
         self.trusted_uid = trusted_uid
+        self.kill_grace = kill_grace
 
     def discover(self) -> HookSet:
         """Executable, safely owned regular files, sorted by name; the rest with a reason."""
@@ -115,8 +128,13 @@ class LinuxHookRunner:
         try:
             process.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
-            return HookResult(hook, ok=False, detail=f"timed out after {self.timeout:g} s; killed")
+            detail = f"timed out after {self.timeout:g} s; killed"
+            if not _kill_group(process, self.kill_grace):
+                detail += (
+                    f", but still there {self.kill_grace:g} s later"
+                    f" (pid {process.pid}, stuck in the kernel?): left behind"
+                )
+            return HookResult(hook, ok=False, detail=detail)
         if process.returncode == 0:
             return HookResult(hook, ok=True)
         tail = _output_tail(output_fd)
@@ -136,8 +154,19 @@ def _output_tail(output_fd: int) -> str:
     return chunk.decode("utf-8", "replace").strip()[-_OUTPUT_TAIL:]
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the hook's process group (it is its own session leader) and reap it."""
+def _kill_group(process: subprocess.Popen[bytes], grace: float) -> bool:
+    """SIGKILL the hook's process group (it is its own session leader); True once reaped.
+
+    False if the hook is still there after ``grace`` seconds. Its Popen, once
+    dropped, goes on subprocess's list of children to reap, and the next hook
+    started reaps it, so a left-behind hook is at worst one zombie.
+    """
+    import subprocess  # noqa: PLC0415 - already imported by the caller: no cost
+
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
