@@ -209,6 +209,11 @@ def thaw_all(config: Config) -> int:
         sys.stdout.write(f"thawed {mountpoint}\n")
     for mountpoint, why in report.failed:
         sys.stderr.write(f"hvguest vss thaw: {mountpoint}: {why}\n")
-    if not report.thawed and not report.failed:
+    for mountpoint in report.gone:
+        # Nothing at that path can be thawed any more; the record is cleared.
+        sys.stderr.write(
+            f"hvguest vss thaw: {mountpoint}: recorded as frozen, no longer mounted: skipped\n"
+        )
+    if not report.thawed and not report.failed and not report.gone:
         sys.stdout.write(f"nothing was frozen ({len(report.not_frozen)} filesystem(s) checked)\n")
     return 1 if report.failed else 0

@@ -286,6 +286,9 @@ class ThawReport:
     not_frozen: tuple[str, ...] = ()
     #: (mount point, why) for each FITHAW that failed.
     failed: tuple[tuple[str, str], ...] = ()
+    #: Recorded as frozen, but no longer a mount point: left alone, since a
+    #: FITHAW on the bare directory would thaw the filesystem below it.
+    gone: tuple[str, ...] = ()
 
 
 @record(frozen=False)
@@ -514,9 +517,13 @@ class VssService:
         while frozen does not leave applications quiesced either.
         """
         record = self._journal.recorded() or FrozenRecord()
-        targets = list(reversed(record.mountpoints))
+        mounted = {mount.mountpoint for mount in self._mounts.mounts()}
+        recorded = list(reversed(record.mountpoints))
+        targets = [m for m in recorded if m in mounted]
         targets += [m for m in reversed(self.plan().mountpoints) if m not in targets]
-        report = self._thaw_mounts(targets)
+        gone = tuple(m for m in recorded if m not in mounted)
+        done = self._thaw_mounts(targets)
+        report = ThawReport(done.thawed, done.not_frozen, done.failed, gone)
         if not report.failed:
             self._journal.clear()
             self._run_hooks(reversed(record.hooks), "thaw")
@@ -533,6 +540,8 @@ class VssService:
         report = self.thaw_everything()
         for mountpoint, why in report.failed:
             self._log.error("VSS: THAW of %s failed: %s", mountpoint, why)
+        for mountpoint in report.gone:
+            self._log.warning("VSS: %s was recorded as frozen but is no longer mounted", mountpoint)
         self._log.warning(
             "VSS: a previous daemon left a freeze behind: thawed %d filesystem(s)",
             len(report.thawed),

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from hvguest.abi.constants import HvStatus
 from hvguest.daemon.cli import main
 from hvguest.daemon.vss_cli import vss_daemon_main
-from hvguest.linux.freeze import StateFileJournal, state_file_path
-from hvguest.services.ports import FrozenRecord
+from hvguest.errors import OperationFailed
+from hvguest.linux.freeze import LinuxFreezer, StateFileJournal, state_file_path
+from hvguest.services.ports import FreezeOutcome, FrozenRecord
 
 MOUNTINFO = """\
 22 1 0:21 / /proc rw - proc proc rw
@@ -79,15 +81,35 @@ def test_plan_text_in_crash_consistent_mode(
     ]
 
 
-def test_thaw_reports_a_recorded_mount_it_cannot_open(
+def test_thaw_skips_a_recorded_mount_that_is_no_longer_mounted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Exclude every real mount so nothing on this machine is touched.
     config = fake_root(tmp_path, 'include_mounts = ["/nowhere"]\n')
     gone = tmp_path / "gone"
     StateFileJournal(state_file_path(tmp_path / "run")).record(FrozenRecord((str(gone),), ()))
+    assert main(["vss", "thaw", "--config", str(config)]) == 0
+    assert capsys.readouterr().err == (
+        f"hvguest vss thaw: {gone}: recorded as frozen, no longer mounted: skipped\n"
+    )
+    assert StateFileJournal(state_file_path(tmp_path / "run")).recorded() is None
+
+
+def test_thaw_reports_a_failed_fithaw_and_keeps_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = fake_root(tmp_path, 'include_mounts = ["/nowhere"]\n')
+    StateFileJournal(state_file_path(tmp_path / "run")).record(FrozenRecord(("/data",), ()))
+    thawed: list[str] = []
+
+    def refuse(_self: object, mountpoint: str) -> FreezeOutcome:
+        thawed.append(mountpoint)  # the fake mountinfo's /data: never the real ioctl
+        raise OperationFailed(HvStatus.E_FAIL, "FITHAW: Operation not permitted")
+
+    monkeypatch.setattr(LinuxFreezer, "thaw", refuse)
     assert main(["vss", "thaw", "--config", str(config)]) == 1
-    assert f"{gone}: cannot open" in capsys.readouterr().err
+    assert thawed == ["/data"]
+    assert capsys.readouterr().err == "hvguest vss thaw: /data: FITHAW: Operation not permitted\n"
     assert StateFileJournal(state_file_path(tmp_path / "run")).recorded() is not None
 
 

@@ -118,6 +118,7 @@ def test_thaw_attempts_every_mount_and_keeps_failures_frozen(rig: Rig) -> None:
 
 def test_thaw_without_freeze_thaws_journal_and_plan_harmlessly(rig: Rig) -> None:
     rig.journal.current = FrozenRecord(("/old",), ())
+    rig.mounts.entries.append(Mount("/old", "/dev/sdd1", "ext4", "8:49"))
     rig.freezer.frozen.add("/old")
     assert rig.service().handle(VssThaw()) == VssReply(HvStatus.S_OK)
     assert rig.freezer.calls[0] == ("thaw", "/old")
@@ -231,6 +232,23 @@ def test_thaw_everything_reports_and_runs_recorded_hooks(rig: Rig) -> None:
     assert set(report.not_frozen) == {"/", "/b"}
     assert rig.hooks.runs == [("10-db", "thaw")]
     assert rig.journal.current is None
+
+
+def test_a_recorded_mount_that_is_gone_is_not_thawed_through_its_directory(rig: Rig) -> None:
+    # FITHAW on /gone, a bare directory of /, would thaw the root filesystem.
+    rig.journal.current = FrozenRecord(("/gone", "/a"), ("10-db",))
+    rig.freezer.frozen.add("/a")
+    report = rig.service().recover()
+    assert report is not None
+    assert report.gone == ("/gone",)
+    assert report.thawed == ("/a",)
+    assert report.failed == ()
+    assert ("thaw", "/gone") not in rig.freezer.calls
+    assert rig.hooks.runs == [("10-db", "thaw")]
+    assert "VSS: /gone was recorded as frozen but is no longer mounted" in rig.log.messages(
+        "warning"
+    )
+    assert rig.journal.current is None  # nothing left that a later thaw could do
 
 
 def test_recover_thaws_what_a_killed_daemon_recorded(rig: Rig) -> None:
