@@ -91,12 +91,12 @@ def hvguest_spec() -> DaemonSpec:
     warm_bytecode()
 
     def launch(device: Path, work: Path, log: Path) -> subprocess.Popen[bytes]:
-        # The temp-file journal ([paths] run) and the sysfs root stay inside ``work``.
+        # The temp-file journal ([paths] state) and the sysfs root stay inside ``work``.
         (work / "run").mkdir(exist_ok=True)
         (work / "sys").mkdir(exist_ok=True)
         config = work / "hvguest.toml"
         config.write_text(
-            f'[paths]\nrun = "{work / "run"}"\nsys = "{work / "sys"}"\n'
+            f'[paths]\nrun = "{work / "run"}"\nstate = "{work / "state"}"\nsys = "{work / "sys"}"\n'
             f'[fcopy]\nflavour = "char"\ndevice = "{device}"\n',
             encoding="utf-8",
         )

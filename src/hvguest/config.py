@@ -32,6 +32,8 @@ class PathsConfig:
     sys: Path = Path("/sys")
     etc: Path = Path("/etc")
     run: Path = Path("/run")
+    #: hvguest's own state that must outlive a reboot (the FCOPY open-copy journal).
+    state: Path = Path("/var/lib/hvguest")
     proc: Path = Path("/proc")
     dev: Path = Path("/dev")
 
@@ -197,6 +199,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
             sys=paths.path("sys", default_paths.sys),
             etc=paths.path("etc", default_paths.etc),
             run=paths.path("run", default_paths.run),
+            state=paths.path("state", default_paths.state),
             proc=paths.path("proc", default_paths.proc),
             dev=paths.path("dev", default_paths.dev),
         ),

@@ -76,7 +76,7 @@ def _serve(tmp_path: Path, factory: RunnerFactory) -> Iterator[_Served]:
     (tmp_path / "run").mkdir(exist_ok=True)
     with Simulator(tmp_path / "dev", services=("fcopy",)) as sim:
         config = parse_config(
-            f'[paths]\nrun = "{tmp_path / "run"}"\n'
+            f'[paths]\nrun = "{tmp_path / "run"}"\nstate = "{tmp_path / "state"}"\n'
             f'[fcopy]\ndevice = "{sim.device_path("fcopy")}"\nflavour = "char"\n'
         )
         service = build_fcopy_service(config)
@@ -237,7 +237,7 @@ class _ScriptedDevice:
 def _registered_runner(tmp_path: Path) -> tuple[FcopyCharRunner, FcopyService]:
     (tmp_path / "run").mkdir(exist_ok=True)
     config = parse_config(
-        f'[paths]\nrun = "{tmp_path / "run"}"\n'
+        f'[paths]\nrun = "{tmp_path / "run"}"\nstate = "{tmp_path / "state"}"\n'
         f'[fcopy]\ndevice = "{tmp_path / "hv_fcopy"}"\nflavour = "char"\n'
     )
     service = build_fcopy_service(config)

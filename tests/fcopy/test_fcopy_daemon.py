@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 from pathlib import Path
@@ -164,7 +165,10 @@ def test_hibernation_fake_cancel_abandons_the_copy(daemon: RunningDaemon, dest: 
     assert entries(dest) == ["after"]
 
 
-def test_kill_9_mid_copy_then_restart_removes_the_leftover(tmp_path: Path, dest: Path) -> None:
+@pytest.mark.parametrize("reboot", [False, True], ids=["restart", "reboot-empties-run"])
+def test_kill_9_mid_copy_then_restart_removes_the_leftover(
+    tmp_path: Path, dest: Path, reboot: bool
+) -> None:
     with fcopy_daemon(tmp_path) as first:
         host = first.sim.host
         assert fcopy_start(host, str(dest), "big.iso", file_size=len(PAYLOAD)) == 0
@@ -172,6 +176,8 @@ def test_kill_9_mid_copy_then_restart_removes_the_leftover(tmp_path: Path, dest:
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait(timeout=STEP_TIMEOUT)
         assert len(leftovers(dest)) == 1
+        if reboot:  # /run is a tmpfs: after a power cut it starts empty; [paths] state does not
+            shutil.rmtree(tmp_path / "run", ignore_errors=True)
         with fcopy_daemon(tmp_path, sim=first.sim) as second:
             assert entries(dest) == []
             assert copy_bytes(second.sim.host, PAYLOAD, str(dest), "big.iso") == 0

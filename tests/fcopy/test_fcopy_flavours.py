@@ -28,6 +28,7 @@ def auto_daemon(tmp_path: Path, sim: UioSimulator) -> Iterator[subprocess.Popen[
     config = tmp_path / "hvguest.toml"
     config.write_text(
         f'[paths]\nsys = "{sim.sys_root}"\ndev = "{sim.dev_root}"\nrun = "{tmp_path / "run"}"\n'
+        f'state = "{tmp_path / "state"}"\n'
         f'[fcopy]\ndevice = "{tmp_path / "no-char-device"}"\nfsync = false\n',
         encoding="utf-8",
     )

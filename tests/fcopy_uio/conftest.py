@@ -91,7 +91,9 @@ def start_uio_daemon(tmp_path: Path) -> StartUioDaemon:
         with UioSimulator(tmp_path / "uio", **sim_options) as sim:  # type: ignore[arg-type]
             config = Config(
                 fcopy=FcopyConfig(flavour="uio", fsync=False),
-                paths=PathsConfig(sys=sim.sys_root, dev=sim.dev_root, run=run),
+                paths=PathsConfig(
+                    sys=sim.sys_root, dev=sim.dev_root, run=run, state=tmp_path / "state"
+                ),
             )
             daemon = RunningUioDaemon(sim, config, build_fcopy_service(config), target)
             daemon.start()

@@ -27,7 +27,8 @@ def daemon_process(sim: UioSimulator, tmp_path: Path) -> Iterator[subprocess.Pop
     config = tmp_path / "hvguest.toml"
     config.write_text(
         f'[fcopy]\ndevice = "{tmp_path / "no-hv_fcopy"}"\nfsync = false\n'
-        f'[paths]\nsys = "{sim.sys_root}"\ndev = "{sim.dev_root}"\nrun = "{run}"\n',
+        f'[paths]\nsys = "{sim.sys_root}"\ndev = "{sim.dev_root}"\nrun = "{run}"\n'
+        f'state = "{tmp_path / "state"}"\n',
         encoding="utf-8",
     )
     env = dict(os.environ, HVGUEST_CONFIG=str(config))

@@ -2,7 +2,7 @@
 
 The shared half of main() in tools/hv/hv_fcopy_daemon.c and
 hv_fcopy_uio_daemon.c: both flavours serve the same ``FcopyService``, built
-here from ``[fcopy]`` and ``[paths] run`` (where the temp-file journal lives).
+here from ``[fcopy]`` and ``[paths] state`` (where the temp-file journal lives).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def build_fcopy_service(config: Config) -> FcopyService:
     fcopy = config.fcopy
     uid, gid = resolve_owner(fcopy.owner, fcopy.group)
     sink = LinuxFileSink(
-        config.paths.run / JOURNAL_NAME,
+        config.paths.state / JOURNAL_NAME,
         file_mode=fcopy.file_mode,
         uid=uid,
         gid=gid,

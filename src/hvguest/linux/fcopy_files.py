@@ -13,8 +13,9 @@ path walk of tools/hv/hv_fcopy_daemon.c, without its races:
   ``renameat2(RENAME_NOREPLACE)`` unless the host asked to overwrite
   (``link``+``unlink`` where the filesystem lacks it);
 * before a temporary file is created its path is recorded in a small journal
-  (``<run>/hvguest/fcopy-open``), so a daemon killed mid-copy removes exactly
-  its own leftovers on the next start, without scanning any filesystem.
+  (``<state>/fcopy-open``, on disk and fsynced like the data), so a daemon
+  killed mid-copy, or a guest that lost power, removes exactly its own
+  leftovers on the next start, without scanning any filesystem.
 
 OS errors become ``OperationFailed`` here, once: ENOSPC/EDQUOT ->
 HV_ERROR_DISK_FULL, EEXIST -> HV_ERROR_ALREADY_EXISTS, anything else ->
@@ -44,8 +45,8 @@ TEMP_SUFFIX: Final = ".tmp"
 _TEMP_RANDOM_BYTES: Final = 4
 #: Bytes of the target name kept in the temporary name: NAME_MAX minus the rest.
 _TEMP_NAME_KEEP: Final = 255 - len(TEMP_PREFIX) - 1 - 2 * _TEMP_RANDOM_BYTES - len(TEMP_SUFFIX)
-#: The journal of open temporary files, under [paths] run.
-JOURNAL_NAME: Final = Path("hvguest") / "fcopy-open"
+#: The journal of open temporary files, under [paths] state.
+JOURNAL_NAME: Final = Path("fcopy-open")
 #: It lists the one open copy's temporary file; anything much longer is damage.
 JOURNAL_READ_LIMIT: Final = 64 * 1024
 
@@ -158,11 +159,14 @@ class TempJournal:
 
     Paths are stored NUL-separated (a file name may hold a newline) and the
     file is replaced atomically, so a crash leaves either the old or the new
-    list, never a torn one.
+    list, never a torn one. With ``durable`` each new list is fsynced, and so
+    is the rename, before ``add`` returns: a power cut after the temporary
+    file appeared still finds it listed.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
+        self.durable = durable
         self._entries: list[str] = []
 
     def add(self, temp_path: str) -> None:
@@ -202,8 +206,23 @@ class TempJournal:
     def _save(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         staging = self.path.with_name(self.path.name + ".new")
-        staging.write_bytes(b"".join(os.fsencode(entry) + b"\0" for entry in self._entries))
+        data = b"".join(os.fsencode(entry) + b"\0" for entry in self._entries)
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         staging.replace(self.path)
+        if self.durable:
+            directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
 
 
 # --- directories ------------------------------------------------------------------------
@@ -464,7 +483,7 @@ class LinuxFileSink:
         gid: int = -1,
         fsync: bool = True,
     ) -> None:
-        self.journal = TempJournal(journal_path)
+        self.journal = TempJournal(journal_path, durable=fsync)
         self.file_mode = file_mode
         self.uid = uid
         self.gid = gid

@@ -150,12 +150,13 @@ def fcopy_daemon(
     """`python -m hvguest fcopy -n` against a simulator serving /dev/vmbus/hv_fcopy.
 
     ``config`` continues the ``[fcopy]`` table (allowed_dirs, file_mode...);
-    the temp-file journal goes to ``tmp_path/run`` (``state_dir`` of the
+    the temp-file journal goes to ``tmp_path/state`` (``state_dir`` of the
     result), ``[paths] sys`` to an empty ``tmp_path/sys`` so "auto" finds
     only the char device. Pass ``sim`` to restart a daemon on the same
     simulator (the kill -9 tests); otherwise a new one is started.
     """
     run_dir = tmp_path / "run"
+    state_dir = tmp_path / "state"
     (tmp_path / "sys").mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         if sim is None:
@@ -163,8 +164,8 @@ def fcopy_daemon(
                 Simulator(tmp_path / "dev", reply_timeout=reply_timeout, services=("fcopy",))
             )
         text = (
-            f'[paths]\nrun = "{run_dir}"\nsys = "{tmp_path / "sys"}"\n'
+            f'[paths]\nrun = "{run_dir}"\nstate = "{state_dir}"\nsys = "{tmp_path / "sys"}"\n'
             f'[fcopy]\ndevice = "{sim.device_path("fcopy")}"\nflavour = "{flavour}"\n' + config
         )
-        with _run_daemon(tmp_path, sim, "fcopy", text, run_dir, wait=wait) as daemon:
+        with _run_daemon(tmp_path, sim, "fcopy", text, state_dir, wait=wait) as daemon:
             yield daemon

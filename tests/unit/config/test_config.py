@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hvguest.config import DEFAULT_EXCLUDE_NICS, Config, load_config, parse_config
+from hvguest.config import DEFAULT_EXCLUDE_NICS, Config, PathsConfig, load_config, parse_config
 from hvguest.errors import ConfigError
 
 
@@ -29,6 +29,7 @@ def test_every_kvp_key_is_read() -> None:
         set_ifconfig_timeout = 10
         [paths]
         sys = "/fake/sys"
+        state = "/fake/state"
         [logging]
         level = "debug"
         """
@@ -43,6 +44,8 @@ def test_every_kvp_key_is_read() -> None:
     assert config.kvp.set_ifconfig_timeout == 10.0
     assert config.paths.sys == Path("/fake/sys")
     assert config.paths.etc == Path("/etc")
+    assert config.paths.state == Path("/fake/state")
+    assert PathsConfig().state == Path("/var/lib/hvguest")  # survives a reboot, unlike /run
     assert config.log_level == "debug"
 
 

@@ -159,7 +159,8 @@ def test_the_fcopy_uio_daemon_process_serves_without_the_heavy_modules(tmp_path:
     with UioSimulator(tmp_path / "uio") as sim:
         config.write_text(
             f'[fcopy]\ndevice = "{tmp_path / "no-hv_fcopy"}"\nfsync = false\n'
-            f'[paths]\nsys = "{sim.sys_root}"\ndev = "{sim.dev_root}"\nrun = "{run}"\n',
+            f'[paths]\nsys = "{sim.sys_root}"\ndev = "{sim.dev_root}"\nrun = "{run}"\n'
+            f'state = "{tmp_path / "state"}"\n',
             encoding="utf-8",
         )
         env = dict(os.environ, HVGUEST_CONFIG=str(config), PYTHONPROFILEIMPORTTIME="1")

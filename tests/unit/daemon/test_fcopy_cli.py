@@ -55,7 +55,7 @@ def test_a_broken_config_file_exits_1(
 def config_for(tmp_path: Path, flavour: str = "auto") -> Config:
     return Config(
         fcopy=FcopyConfig(device=tmp_path / "hv_fcopy", flavour=flavour),
-        paths=PathsConfig(sys=tmp_path / "sys", run=tmp_path / "run"),
+        paths=PathsConfig(sys=tmp_path / "sys", run=tmp_path / "run", state=tmp_path / "state"),
     )
 
 

@@ -12,7 +12,7 @@ from hvguest.protocol.fcopy_messages import FcopyComplete, FcopyStart
 
 def _config(tmp_path: Path, **fcopy: tuple[str, ...]) -> Config:
     return Config(
-        paths=PathsConfig(run=tmp_path / "run"),
+        paths=PathsConfig(run=tmp_path / "run", state=tmp_path / "state"),
         fcopy=FcopyConfig(fsync=False, **fcopy),  # type: ignore[arg-type]
     )
 

@@ -239,6 +239,33 @@ def test_journal_survives_names_with_newlines(tmp_path: Path) -> None:
     assert TempJournal(tmp_path / "j").recorded() == ["/d"]
 
 
+def test_a_durable_journal_is_on_disk_before_add_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power cut right after add() must find the temporary file listed: the new
+    # list is fsynced before the rename, and the directory after it.
+    synced: list[tuple[str, bytes | None]] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        path = Path(f"/proc/self/fd/{fd}").readlink()
+        synced.append((str(path), path.read_bytes() if path.is_file() else None))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    state = tmp_path / "state"
+    TempJournal(state / "fcopy-open").add("/dest/.hvguest-fcopy.a.0000.tmp")
+    assert synced == [
+        (str(state / "fcopy-open.new"), b"/dest/.hvguest-fcopy.a.0000.tmp\0"),
+        (str(state), None),
+    ]
+    assert (state / "fcopy-open").read_bytes() == b"/dest/.hvguest-fcopy.a.0000.tmp\0"
+    synced.clear()
+    TempJournal(tmp_path / "fast" / "j", durable=False).add("/x")  # [fcopy] fsync = false
+    assert synced == []
+    assert TempJournal(tmp_path / "fast" / "j").recorded() == ["/x"]
+
+
 def test_resolve_owner_accepts_names_and_numbers() -> None:
     assert resolve_owner("", "") == (-1, -1)
     assert resolve_owner("root", "root") == (0, 0)
