@@ -32,7 +32,7 @@ from bench.daemons import (
     hvguest_daemon,
     reference_daemon,
 )
-from bench.kvp import FULL, QUICK, Runner
+from bench.kvp import FILE_FLOOR, FULL, QUICK, Runner
 from bench.procfs import (
     LAYOUTS,
     can_pin,
@@ -208,6 +208,7 @@ def _run_kvp(args: argparse.Namespace) -> str | int:
             runner.measure_ceiling(echo_daemon())
             runner.measure_pools(daemons)
             runner.measure_floor(floor_daemon())
+            runner.measure_floor(floor_daemon(write_file=True), ["SET"], label=FILE_FLOOR)
             runner.measure_start(daemons)
             if args.disk is not None:
                 disk_root = Path(tempfile.mkdtemp(prefix="hvbench-disk-", dir=args.disk))

@@ -77,11 +77,14 @@ def reference_daemon(shim: Path) -> DaemonSpec:
     return DaemonSpec("reference", launch)
 
 
-def _bench_module(name: str, module: str, *, with_state_dir: bool) -> DaemonSpec:
-    """``python -m MODULE SOCKET [STATE_DIR]`` from the repository root."""
+def _bench_module(
+    name: str, module: str, *, with_state_dir: bool, options: tuple[str, ...] = ()
+) -> DaemonSpec:
+    """``python -m MODULE SOCKET [STATE_DIR] [OPTIONS]`` from the repository root."""
 
     def launch(device: Path, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
         arguments = [str(device), str(state_dir)] if with_state_dir else [str(device)]
+        arguments += options
         with log.open("ab") as log_file:
             return subprocess.Popen(
                 [sys.executable, "-m", module, *arguments],
@@ -99,8 +102,15 @@ def echo_daemon() -> DaemonSpec:
     return _bench_module("echo", "bench.echo", with_state_dir=False)
 
 
-def floor_daemon() -> DaemonSpec:
-    """The bare Python loop of :mod:`bench.floor`, which reads the prefilled pool."""
+def floor_daemon(*, write_file: bool = False) -> DaemonSpec:
+    """The bare Python loop of :mod:`bench.floor`, which reads the prefilled pool.
+
+    ``write_file``: its SETs also write the pool file, under the peers' locks.
+    """
+    if write_file:
+        return _bench_module(
+            "python-floor+file", "bench.floor", with_state_dir=True, options=("--write-file",)
+        )
     return _bench_module("python-floor", "bench.floor", with_state_dir=True)
 
 

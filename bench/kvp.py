@@ -46,6 +46,8 @@ HOST_TIMEOUT: Final = 60.0
 RSS_POOL_SIZE: Final = 1000
 
 OPERATIONS: Final = ("SET", "GET", "ENUMERATE")
+#: Label suffix of bench.floor's samples with --write-file (its SETs reach the pool file).
+FILE_FLOOR: Final = "+file"
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,8 @@ class Results:
     rss_kib: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     start_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     ceiling: dict[str, Sample] = field(default_factory=dict)
-    #: bench.floor's samples per operation, at the smallest pool size.
+    #: bench.floor's samples per operation, at the smallest pool size ("SET+file": its
+    #: SETs also wrote the pool file).
     floor: dict[str, list[Sample]] = field(default_factory=lambda: defaultdict(list))
     disk: dict[int, list[Sample]] = field(default_factory=lambda: defaultdict(list))
 
@@ -337,10 +340,15 @@ class Runner:
         finally:
             stop(started, self.sim)
 
-    def measure_floor(self, floor: DaemonSpec) -> None:
-        """The bare Python loop of bench.floor, at the smallest size, as often as the daemons."""
+    def measure_floor(
+        self, floor: DaemonSpec, operations: Sequence[str] = OPERATIONS, *, label: str = ""
+    ) -> None:
+        """The bare Python loop of bench.floor, at the smallest size, as often as the daemons.
+
+        Samples are kept under the operation's name plus ``label``.
+        """
         size = self.plan.sizes[0]
-        loads = [workload(operation, size) for operation in OPERATIONS]
+        loads = [workload(operation, size) for operation in operations]
         for _repetition in range(self.plan.repetitions):
             started = self._start(floor, self._fresh_state(floor.name, size))
             pid = started.process.pid
@@ -348,7 +356,7 @@ class Runner:
                 for load in loads:
                     self._warm_up(pid, load)
                     sample = run_window(self.sim, pid, load, self.plan.window, self.plan.max_ops)
-                    self.results.floor[load.name].append(sample)
+                    self.results.floor[load.name + label].append(sample)
             finally:
                 stop(started, self.sim)
 
