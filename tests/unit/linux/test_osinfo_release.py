@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,16 +35,17 @@ def etc(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def offline_os_info(etc: Path, **options: Any) -> LinuxOsInfo:
+    """No DNS, host name "vm", a fake uname unless ``options`` say otherwise."""
+    return LinuxOsInfo(
+        etc_root=etc, resolve=no_resolver, hostname=lambda: "vm", **{"uname": FakeUname, **options}
+    )
+
+
 @pytest.fixture
 def os_info(etc: Path) -> Iterator[LinuxOsInfo]:
-    info = LinuxOsInfo(
-        etc_root=etc,
-        uname=FakeUname,
-        resolve=no_resolver,
-        hostname=lambda: "vm",
-        retry_max=60,
-        release_recheck=0.0,  # every call looks at the files: the reload tests below
-    )
+    # release_recheck=0: every call looks at the files, for the reload tests below.
+    info = offline_os_info(etc, retry_max=60, release_recheck=0.0)
     yield info
     info.close()
 
@@ -249,14 +251,7 @@ def test_a_burst_of_requests_looks_at_the_release_file_once(etc: Path) -> None:
 
     path = etc / "os-release"
     path.write_bytes(b"NAME=Before\n")
-    info = LinuxOsInfo(
-        etc_root=etc,
-        uname=counting_uname,
-        resolve=no_resolver,
-        hostname=lambda: "vm",
-        release_recheck=1.0,
-        clock=lambda: now[0],
-    )
+    info = offline_os_info(etc, uname=counting_uname, release_recheck=1.0, clock=lambda: now[0])
     try:
         assert info.facts().os_name == "Before"
         path.write_bytes(b"NAME=After the upgrade\n")
