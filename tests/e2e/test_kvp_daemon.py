@@ -125,6 +125,37 @@ def test_the_daemon_waits_for_the_device_to_appear(tmp_path: Path) -> None:
     assert err.count(b"waiting for") == 1
 
 
+def test_a_second_daemon_waits_for_the_busy_device_and_says_so_once(
+    start_kvp_daemon: StartKvpDaemon, tmp_path: Path
+) -> None:
+    # As when hvguest is installed beside the distribution's hv_kvp_daemon: the
+    # kernel lets one process open the device, and retries must not flood the log.
+    with start_kvp_daemon() as first:
+        config = tmp_path / "second.toml"
+        config.write_text(
+            f'[kvp]\ndevice = "{first.sim.kvp_device_path}"\n'
+            f'state_dir = "{tmp_path / "state-2"}"\nip_injection = false\n',
+            encoding="utf-8",
+        )
+        second = subprocess.Popen(
+            [sys.executable, "-m", "hvguest", "kvp", "-n", "--config", str(config)],
+            stderr=subprocess.PIPE,
+        )
+        try:
+            # Backoff 0.05 s doubling to 2 s: about seven attempts in four seconds.
+            time.sleep(4)
+            assert second.poll() is None, "the second daemon must wait, not exit"
+            assert first.stop() == 0
+            first.sim.wait_registered(timeout=STEP_TIMEOUT)
+            assert first.sim.host.kvp_set(KvpPool.GUEST, "k", "second").status == HvStatus.S_OK
+            assert (tmp_path / "state-2" / ".kvp_pool_1").exists()
+        finally:
+            second.terminate()
+            _out, err = second.communicate(timeout=STEP_TIMEOUT)
+    assert second.returncode == 0
+    assert err.count(b"is busy: another daemon") == 1, err.decode(errors="replace")
+
+
 def test_hv_kvp_daemon_flags_match_the_reference() -> None:
     script = [
         sys.executable,

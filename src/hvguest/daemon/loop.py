@@ -106,7 +106,9 @@ class ChannelRunner(Generic[Req, Rep]):
         self.retry_at = 0.0
         self.registered = False
         self._backoff = _Backoff()
-        self._waiting_logged = False
+        # The errno of the open failure last logged: a device that stays missing
+        # or busy (the C daemon holds it) is logged once, not at every retry.
+        self._open_failure_logged: int | None = None
         # read_in_place(): the device's copy-free read, looked up once per opened device.
         self._reader_of: Device | None = None
         self._read_in_place: Callable[[int], bytes | memoryview] = _no_device
@@ -117,19 +119,13 @@ class ChannelRunner(Generic[Req, Rep]):
         """Open and register; on failure schedule the next attempt."""
         try:
             device = self.opener(self.device_path)
-        except FileNotFoundError:
-            if not self._waiting_logged:
-                self.log.info("%s: waiting for %s to appear", self.name, self.device_path)
-                self._waiting_logged = True
-            self._schedule_retry(now)
-            return False
         except OSError as error:
-            self.log.warning(
-                "%s: cannot open %s: %s", self.name, self.device_path, describe_os_error(error)
-            )
+            if error.errno != self._open_failure_logged:
+                self._open_failure_logged = error.errno
+                self._log_open_failure(error)
             self._schedule_retry(now)
             return False
-        self._waiting_logged = False
+        self._open_failure_logged = None
         self.channel.reset()
         try:
             device.write(self.channel.registration())
@@ -142,6 +138,25 @@ class ChannelRunner(Generic[Req, Rep]):
             return False
         self.device = device
         return True
+
+    def _log_open_failure(self, error: OSError) -> None:
+        if isinstance(error, FileNotFoundError):
+            self.log.info("%s: waiting for %s to appear", self.name, self.device_path)
+        elif error.errno == errno.EBUSY:
+            # The kernel lets one process at a time open a util device.
+            self.log.warning(
+                "%s: %s is busy: another daemon (the C one?) has it open;"
+                " retrying until it lets go",
+                self.name,
+                self.device_path,
+            )
+        else:
+            self.log.warning(
+                "%s: cannot open %s: %s; retrying",
+                self.name,
+                self.device_path,
+                describe_os_error(error),
+            )
 
     def close(self, now: float, reason: str | None) -> None:
         """Close the device (the kernel fails any request in flight) and plan a reopen."""
