@@ -22,6 +22,7 @@ import pytest
 
 from hvguest.abi.constants import KVP_OP_REGISTER1, HvStatus, KvpPool
 from hvguest.abi.structs import KVP_MSG_SIZE, KVP_POOL_RECORD_SIZE
+from hvguest.testing.daemon_process import kvp_daemon
 from hvguest.testing.refshim import (
     REFERENCE_KVP_DAEMON,
     build_shim,
@@ -116,6 +117,22 @@ def test_reference_registers_and_answers_auto_and_guest_pools(
     pool = (state_dir / ".kvp_pool_1").read_bytes()
     assert len(pool) == KVP_POOL_RECORD_SIZE
     assert pool.startswith(b"Shim\0")
+
+
+def test_a_busy_device_ends_the_reference_while_hvguest_waits_for_it(
+    shim: Path, reference_daemon: Path, tmp_path: Path
+) -> None:
+    """compat K21: with the device held by another daemon, the reference exits 1 at once."""
+    with kvp_daemon(tmp_path / "holder") as holder:
+        reference = launch_reference_kvp(
+            shim, holder.sim.kvp_device_path, tmp_path / "ref-state", daemon=reference_daemon
+        )
+        try:
+            assert reference.wait(timeout=STEP) == 1
+        finally:
+            stop_daemon(reference)
+        # hvguest's side of K21 (waits, logs once, takes over) is tests/e2e/test_kvp_daemon.py.
+        assert holder.sim.host.kvp_set(KvpPool.GUEST, "k", "held", timeout=STEP).ok
 
 
 @pytest.mark.usefixtures("real_state_untouched")
