@@ -305,6 +305,8 @@ DELIBERATE: Final[Mapping[str, Deliberate]] = {
     "K18": Deliberate("GET_IP_INFO subnets stay aligned with addresses", _k18_aligned_subnets),
     "K19": Deliberate("zeroed registration message"),
     "K20": Deliberate("a trailing partial pool record is kept (see explain_pool_file)"),
+    # Not a difference in any answer: checked in test_reference_shim.py and the e2e tests.
+    "K21": Deliberate("a missing or busy device is waited for and logged once, not an exit"),
 }
 
 

@@ -101,17 +101,21 @@ def test_the_daemon_survives_a_rescind_and_reoffer(start_kvp_daemon: StartKvpDae
         assert daemon.process.poll() is None
 
 
-def test_the_daemon_waits_for_the_device_to_appear(tmp_path: Path) -> None:
-    devices = tmp_path / "dev"
-    config = tmp_path / "late.toml"
+def start_kvp_process(config: Path, device: Path, state_dir: Path) -> subprocess.Popen[bytes]:
+    """`python -m hvguest kvp -n` on ``device``, its stderr kept for the test to read."""
     config.write_text(
-        f'[kvp]\ndevice = "{devices / "hv_kvp"}"\nstate_dir = "{tmp_path / "state"}"\n',
+        f'[kvp]\ndevice = "{device}"\nstate_dir = "{state_dir}"\nip_injection = false\n',
         encoding="utf-8",
     )
-    waiting = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "hvguest", "kvp", "-n", "--config", str(config)],
         stderr=subprocess.PIPE,
     )
+
+
+def test_the_daemon_waits_for_the_device_to_appear(tmp_path: Path) -> None:
+    devices = tmp_path / "dev"
+    waiting = start_kvp_process(tmp_path / "late.toml", devices / "hv_kvp", tmp_path / "state")
     try:
         time.sleep(0.5)
         assert waiting.poll() is None, "the daemon must wait, not exit"
@@ -131,16 +135,8 @@ def test_a_second_daemon_waits_for_the_busy_device_and_says_so_once(
     # As when hvguest is installed beside the distribution's hv_kvp_daemon: the
     # kernel lets one process open the device, and retries must not flood the log.
     with start_kvp_daemon() as first:
-        config = tmp_path / "second.toml"
-        config.write_text(
-            f'[kvp]\ndevice = "{first.sim.kvp_device_path}"\n'
-            f'state_dir = "{tmp_path / "state-2"}"\nip_injection = false\n',
-            encoding="utf-8",
-        )
-        second = subprocess.Popen(
-            [sys.executable, "-m", "hvguest", "kvp", "-n", "--config", str(config)],
-            stderr=subprocess.PIPE,
-        )
+        device = first.sim.kvp_device_path
+        second = start_kvp_process(tmp_path / "second.toml", device, tmp_path / "state-2")
         try:
             # Backoff 0.05 s doubling to 2 s: about seven attempts in four seconds.
             time.sleep(4)
