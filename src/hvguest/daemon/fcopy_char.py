@@ -35,7 +35,7 @@ from typing import Final
 
 from hvguest.abi.constants import HvStatus
 from hvguest.config import Config
-from hvguest.daemon.loop import ChannelRunner, EventLoop, describe_os_error
+from hvguest.daemon.loop import ChannelRunner, EventLoop
 from hvguest.daemon.systemd import notify
 from hvguest.linux.device import Device
 from hvguest.protocol.channel import State
@@ -104,13 +104,7 @@ class FcopyCharRunner(ChannelRunner[FcopyRequest, HvStatus]):
                 # What ChannelRunner._answer does: a bug answers E_FAIL, the daemon lives.
                 self.log.exception("%s: unexpected error handling a WRITE_TO_FILE", self.name)
                 reply = replies[HvStatus.E_FAIL]
-            try:
-                written = device.write(reply)
-            except OSError as error:
-                self.close(now, f"write failed: {describe_os_error(error)}")
-                return None
-            if written != len(reply):
-                self.close(now, f"short write ({written} of {len(reply)} bytes)")
+            if not self._write(reply, now):
                 return None
             budget -= 1
             if not budget or not device.pending():

@@ -29,7 +29,7 @@ from typing import Final
 
 from hvguest.abi.constants import HvStatus
 from hvguest.abi.structs import KVP_MSG_SIZE
-from hvguest.daemon.loop import ChannelRunner, HandlerFailed, describe_os_error
+from hvguest.daemon.loop import ChannelRunner, HandlerFailed
 from hvguest.errors import ChannelError, WireError
 from hvguest.protocol.channel import KernelVersion, State
 from hvguest.protocol.kvp import KvpCodec, KvpReply, KvpRequest
@@ -78,13 +78,7 @@ class KvpRunner(ChannelRunner[KvpRequest, KvpReply]):
         # A plain read() (or a message read earlier) is copied once, to be written over.
         message = read if isinstance(read, memoryview) and not read.readonly else bytearray(read)
         self._answer_in_place(message)
-        try:
-            written = device.write(message)
-        except OSError as error:
-            self.close(now, f"write failed: {describe_os_error(error)}")
-            return
-        if written != KVP_MSG_SIZE:
-            self.close(now, f"short write ({written} of {KVP_MSG_SIZE} bytes)")
+        self._write(message, now)
 
     def _answer_in_place(self, message: bytearray | memoryview) -> None:
         """Decode, handle, and lay the reply (or the failure status) over ``message``."""

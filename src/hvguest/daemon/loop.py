@@ -263,15 +263,18 @@ class ChannelRunner(Generic[Req, Rep]):
             self.log_unencodable(reply, error)
             return self.channel.reply_failure(HvStatus.E_FAIL)
 
-    def _write(self, data: bytes, now: float) -> None:
+    def _write(self, data: bytes | bytearray | memoryview, now: float) -> bool:
+        """Write one answer; False if it failed (the device is then closed, to be reopened)."""
         assert self.device is not None
         try:
             written = self.device.write(data)
         except OSError as error:
             self.close(now, f"write failed: {describe_os_error(error)}")
-            return
+            return False
         if written != len(data):
             self.close(now, f"short write ({written} of {len(data)} bytes)")
+            return False
+        return True
 
 
 def _no_device(_size: int) -> bytes:
