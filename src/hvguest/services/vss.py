@@ -352,7 +352,9 @@ class VssService:
 
     def plan(self) -> FreezePlan:
         """What a FREEZE would do now (recomputed only when the mount list changed)."""
-        mounts = self._mounts.mounts()
+        return self._plan_of(self._mounts.mounts())
+
+    def _plan_of(self, mounts: Sequence[Mount]) -> FreezePlan:
         if mounts is not self._plan_for:
             self._plan = build_plan(mounts, self._policy)
             self._plan_for = mounts
@@ -517,10 +519,11 @@ class VssService:
         while frozen does not leave applications quiesced either.
         """
         record = self._journal.recorded() or FrozenRecord()
-        mounted = {mount.mountpoint for mount in self._mounts.mounts()}
+        mounts = self._mounts.mounts()
+        mounted = {mount.mountpoint for mount in mounts}
         recorded = list(reversed(record.mountpoints))
         targets = [m for m in recorded if m in mounted]
-        targets += [m for m in reversed(self.plan().mountpoints) if m not in targets]
+        targets += [m for m in reversed(self._plan_of(mounts).mountpoints) if m not in targets]
         gone = tuple(m for m in recorded if m not in mounted)
         done = self._thaw_mounts(targets)
         report = ThawReport(done.thawed, done.not_frozen, done.failed, gone)
