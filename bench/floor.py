@@ -39,8 +39,12 @@ _S_CONT = 0x80070103
 Buffer = bytearray | memoryview
 
 
+def _guest_pool(state_dir: Path) -> Path:
+    return state_dir / f".kvp_pool_{int(KvpPool.GUEST)}"
+
+
 def _load(state_dir: Path) -> dict[bytes, bytes]:
-    data = (state_dir / f".kvp_pool_{int(KvpPool.GUEST)}").read_bytes()
+    data = _guest_pool(state_dir).read_bytes()
     return {
         key.rstrip(b"\0"): value.rstrip(b"\0")
         for key, value in _RECORD.iter_unpack(data[: len(data) - len(data) % _RECORD.size])
@@ -51,8 +55,7 @@ class _PoolFile:
     """The GUEST pool file, written record by record under both lock kinds."""
 
     def __init__(self, state_dir: Path, keys: list[bytes]) -> None:
-        path = state_dir / f".kvp_pool_{int(KvpPool.GUEST)}"
-        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self._fd = os.open(_guest_pool(state_dir), os.O_RDWR | os.O_CLOEXEC)
         self._slots = {key: slot for slot, key in enumerate(keys)}
 
     def write(self, key: bytes, value: bytes) -> None:
@@ -91,7 +94,7 @@ def serve(path: str, state_dir: Path, *, write_file: bool = False) -> int:
 
 
 def _answer(
-    message: bytearray | memoryview,
+    message: Buffer,
     pool: dict[bytes, bytes],
     keys: list[bytes],
     unpack: Callable[[Buffer, int], tuple[int, ...]],

@@ -198,13 +198,13 @@ class Report:
         header = ["op", "floor ops/s", "floor CPU µs/op", "hvguest ops/s"]
         if self.vs_reference:
             header += ["reference ops/s", "floor / reference ops/s"]
+        # (operation, its samples, the row's name); the file-writing SET only if measured.
+        cells = [(operation, floor.get(operation, []), operation) for operation in OPERATIONS]
+        if floor.get("SET" + FILE_FLOOR):
+            cells.append(("SET", floor["SET" + FILE_FLOOR], "SET, writing the pool file"))
         rows = []
-        for operation, label in [*((op, op) for op in OPERATIONS), ("SET", "SET" + FILE_FLOOR)]:
-            samples = floor.get(label, [])
-            if not samples and label != operation:
-                continue
+        for operation, samples, shown in cells:
             ours = self.results.ops.get((HVGUEST, operation, size), [])
-            shown = operation if label == operation else "SET, writing the pool file"
             row = [shown, self._mark(samples), _number(_cpu(samples), 1), self._mark(ours)]
             if self.vs_reference:
                 theirs = self.results.ops.get((REFERENCE, operation, size), [])
