@@ -26,14 +26,7 @@ from hvguest.services.ports import EntryKind
 
 @pytest.fixture
 def sink(tmp_path: Path) -> LinuxFileSink:
-    return LinuxFileSink(tmp_path / "run" / "hvguest" / "fcopy-open")
-
-
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    directory = tmp_path / "dest"
-    directory.mkdir()
-    return directory
+    return LinuxFileSink(tmp_path / "state" / "fcopy-open")
 
 
 def temps_in(directory: Path) -> list[str]:
@@ -205,7 +198,7 @@ def test_temp_names_fit_name_max_and_are_recognisable() -> None:
 
 
 def test_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path: Path, dest: Path) -> None:
-    journal = tmp_path / "run" / "fcopy-open"
+    journal = tmp_path / "state" / "fcopy-open"
     crashed = LinuxFileSink(journal)
     directory = crashed.open_directory(str(dest), create_missing=False)
     target = directory.create_temp("big.iso")

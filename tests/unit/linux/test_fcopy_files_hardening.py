@@ -21,15 +21,8 @@ from hvguest.services.fcopy import DestinationPolicy, FcopyService
 
 
 @pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    directory = tmp_path / "dest"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
 def journal(tmp_path: Path) -> Path:
-    return tmp_path / "run" / "hvguest" / "fcopy-open"
+    return tmp_path / "state" / "fcopy-open"
 
 
 def temps_in(directory: Path) -> list[Path]:
